@@ -1,0 +1,1 @@
+"""effzero: EfficientZero V2 and its ancestors on PyTorch Lightning, Hydra and MLflow."""

@@ -1,0 +1,71 @@
+"""Completed Q-values and the σ transform of Gumbel MuZero, as EZ-V2 uses them.
+
+completed Q: Q for visited children, v_mix for the rest, where
+    v_mix = (V + ΣN · Σ_visited π(a) Q(a) / Σ_visited π(a)) / (1 + ΣN),
+V is the node's running mean value, π = softmax(prior logits) and ΣN the children's visits.
+σ(q̂) = (c_visit + max_b N(b)) · c_scale · q̂, with q̂ the tree's min-max normalisation of Q.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from effzero.search.tree import Tree
+
+
+@dataclass(frozen=True)
+class QTransform:
+    """Constants of σ and of the min-max normalisation (EZ-V2: 50, 0.1, 0.01)."""
+
+    c_visit: float = 50.0
+    c_scale: float = 0.1
+    min_spread: float = 0.01
+
+
+def completed_q(prior: Tensor, visits: Tensor, q: Tensor, node_value: Tensor) -> Tensor:
+    """Q of visited children, v_mix for unvisited ones.
+
+    Args:
+        prior: [B, C] prior probabilities; visits: [B, C]; q: [B, C], 0 where unvisited;
+        node_value: [B] the node's running mean value.
+    Returns: [B, C]
+    """
+    # Float masks and arithmetic selects: boolean ops are far slower on CPU. With no child
+    # visited, weighted_q = 0 / tiny = 0 and total = 0, so v_mix = V.
+    visited = visits.clamp(max=1.0)
+    total = visits.sum(-1)
+    weight = prior * visited
+    weighted_q = (weight * q).sum(-1) / weight.sum(-1).clamp(min=torch.finfo(q.dtype).tiny)
+    v_mix = ((node_value + total * weighted_q) / (1 + total))[:, None]
+    return q * visited + v_mix * (1 - visited)
+
+
+def sigma(tree: Tree, completed: Tensor, visits: Tensor, qt: QTransform) -> Tensor:
+    """σ(q̂) of completed Q [B, C] given the children's visits [B, C] -> [B, C]."""
+    scale = (qt.c_visit + visits.amax(-1, keepdim=True)) * qt.c_scale
+    return scale * tree.normalize(completed)
+
+
+def improved_logits(tree: Tree, node: Tensor, qt: QTransform) -> tuple[Tensor, Tensor]:
+    """logits + σ(completed Q) of the children of `node` [B], and their visits.
+
+    Returns: ([B, C] improved logits, -inf for invalid slots; [B, C] visits)
+    """
+    visits, q = tree.children_stats(node)
+    completed = completed_q(tree.node_rows(tree.prior, node), visits, q, tree.node_values(tree.value, node))
+    return tree.node_rows(tree.prior_logits, node) + sigma(tree, completed, visits, qt), visits
+
+
+def interior_select(tree: Tree, node: Tensor, qt: QTransform) -> Tensor:
+    """Gumbel MuZero's deterministic interior rule: argmax π′(a) − N(a) / (1 + ΣN).
+
+    π′ = softmax(logits + σ(completed Q)). Ties go to the lowest slot. Returns: [B] slots.
+    """
+    logits, visits = improved_logits(tree, node, qt)
+    score = torch.softmax(logits, -1) - visits / (1 + visits.sum(-1, keepdim=True))
+    if tree.interior_bias is not None:
+        score = score + tree.interior_bias
+    return score.max(-1).indices
