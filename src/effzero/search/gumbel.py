@@ -103,7 +103,9 @@ def gumbel_search(
     slot, policy, value, visits = _run(
         tree, gumbel, max_considered, num_simulations, recurrent_fn, lambda p: (p, None), qtransform
     )
-    return SearchOutput(action=slot, action_index=slot, improved_policy=policy, root_value=value, visit_counts=visits)
+    return SearchOutput(
+        action=slot, action_index=slot, improved_policy=policy, root_value=value, visit_counts=visits
+    )
 
 
 @torch.no_grad()

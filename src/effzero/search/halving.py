@@ -9,7 +9,7 @@ action is the best of the last survivors under the same score.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from effzero.search.qtransform import QTransform, improved_logits
 from effzero.search.tree import Tree
 
 
-@lru_cache(maxsize=None)
+@cache
 def halving_schedule(num_simulations: int, num_considered: int) -> tuple[tuple[int, int], ...]:
     """EZ-V2's phase budget: ((simulations done, children kept), ...) for each halving.
 
@@ -52,7 +52,7 @@ def ranks(score: Tensor) -> Tensor:
     """
     left, right = score[:, :, None], score[:, None, :]  # i, j
     earlier = torch.ones(score.shape[-1], score.shape[-1], device=score.device).tril(-1).bool()
-    beats = (right > left) | ((right == left) & earlier.T)
+    beats = (right > left) | ((right == left) & earlier)
     return beats.sum(-1)
 
 

@@ -56,7 +56,9 @@ def draw_dirichlet(alpha: float, valid: Tensor, dtype: torch.dtype) -> Tensor:
     return gamma / gamma.sum(-1, keepdim=True).clamp(min=torch.finfo(dtype).tiny)
 
 
-def _noisy_root_logits(prior: Tensor, valid: Tensor, noise: Tensor | None, alpha: float, fraction: float) -> Tensor:
+def _noisy_root_logits(
+    prior: Tensor, valid: Tensor, noise: Tensor | None, alpha: float, fraction: float
+) -> Tensor:
     """log((1 - f)·prior + f·noise) over the valid slots, -inf elsewhere: [B, C]."""
     if noise is None:
         noise = draw_dirichlet(alpha, valid, prior.dtype)
@@ -64,7 +66,9 @@ def _noisy_root_logits(prior: Tensor, valid: Tensor, noise: Tensor | None, alpha
     return torch.where(valid, mixed.log(), float("-inf"))
 
 
-def _run(tree: Tree, num_simulations: int, recurrent_fn: RecurrentFn, child_priors, cfg: PUCTConfig) -> Tensor:
+def _run(
+    tree: Tree, num_simulations: int, recurrent_fn: RecurrentFn, child_priors, cfg: PUCTConfig
+) -> Tensor:
     """Run the simulations; return the root children's visits [B, C]."""
 
     def select(t: Tree, node: Tensor) -> Tensor:
@@ -121,7 +125,9 @@ def puct_search(
             raise ValueError("puct_search: a root has every action marked invalid")
     prior = torch.softmax(root_logits.to(dtype).masked_fill(~valid, float("-inf")), -1)
     logits = _noisy_root_logits(prior, valid, noise, dirichlet_alpha, dirichlet_fraction)
-    tree = init_tree(logits, root_value.to(dtype), root_state, num_simulations, discount, config.min_spread, valid)
+    tree = init_tree(
+        logits, root_value.to(dtype), root_state, num_simulations, discount, config.min_spread, valid
+    )
     visits = _run(tree, num_simulations, recurrent_fn, lambda p: (p, None), config)
     action = _act(visits, temperature)
     policy = visits / visits.sum(-1, keepdim=True)
@@ -172,11 +178,15 @@ def sampled_puct_search(
             raise ValueError("sampled_puct_search: k_wide > 0 needs log_prob_fn for the β̂/β prior")
         log_pi = log_prob_fn(root_policy, candidates, 1.0).to(dtype)
         log_wide = log_prob_fn(root_policy, candidates, std_magnification).to(dtype)
-        log_beta = torch.logaddexp(log_pi + torch.log(torch.tensor(k_policy / num_candidates)),
-                                   log_wide + torch.log(torch.tensor(k_wide / num_candidates)))
+        log_beta = torch.logaddexp(
+            log_pi + torch.log(torch.tensor(k_policy / num_candidates)),
+            log_wide + torch.log(torch.tensor(k_wide / num_candidates)),
+        )
         prior = torch.softmax(log_pi - log_beta, -1)
     else:
-        prior = torch.full((batch, num_candidates), 1.0 / num_candidates, dtype=dtype, device=candidates.device)
+        prior = torch.full(
+            (batch, num_candidates), 1.0 / num_candidates, dtype=dtype, device=candidates.device
+        )
     slots = max(num_candidates, k_interior)
     slot_index = torch.arange(slots, device=candidates.device)
     root_valid = (slot_index < num_candidates).expand(batch, slots)

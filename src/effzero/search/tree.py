@@ -164,7 +164,9 @@ def init_tree(
         q_min=torch.full((batch,), float("inf"), dtype=dtype, device=device),
         q_max=torch.full((batch,), float("-inf"), dtype=dtype, device=device),
         root_bias=_bias(root_valid, dtype),
-        interior_bias=None if interior_valid is None or bool(interior_valid.all()) else _bias(interior_valid, dtype),
+        interior_bias=None
+        if interior_valid is None or bool(interior_valid.all())
+        else _bias(interior_valid, dtype),
         discount=discount,
         min_spread=min_spread,
         rows=torch.arange(batch, device=device),
@@ -298,5 +300,7 @@ def simulate(
     reward, value, policy, next_state = recurrent_fn(state, action)
     dtype = tree.value_sum.dtype
     child_logits, child_actions = child_priors(policy)
-    expand(tree, simulation, parent, slot, reward.to(dtype), child_logits.to(dtype), next_state, child_actions)
+    expand(
+        tree, simulation, parent, slot, reward.to(dtype), child_logits.to(dtype), next_state, child_actions
+    )
     backup(tree, path, depth, simulation + 1, value.to(dtype))

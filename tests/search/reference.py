@@ -1,0 +1,213 @@
+"""Plain-Python reference searches: one root at a time, a Python object per node.
+
+Written from the semantics in the docstrings of `effzero.search`, without its code, so the
+tensor searches can be checked against something that shares no implementation with them.
+Scalars are Python floats (float64); the model is called with a batch of one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+INF = float("inf")
+
+
+@dataclass
+class Node:
+    logits: list[float]  # one per child slot, -inf if the slot is invalid
+    reward: float = 0.0
+    state: object = None
+    visits: int = 0
+    value_sum: float = 0.0
+    children: dict[int, Node] = field(default_factory=dict)
+    actions: list | None = None  # candidate actions of the slots (sampled search)
+
+    @property
+    def value(self) -> float:
+        return self.value_sum / self.visits
+
+    @property
+    def prior(self) -> list[float]:
+        top = max(self.logits)
+        exps = [math.exp(x - top) if x > -INF else 0.0 for x in self.logits]
+        total = sum(exps)
+        return [e / total for e in exps]
+
+    def child_visits(self, slot: int) -> int:
+        return self.children[slot].visits if slot in self.children else 0
+
+    def child_q(self, slot: int, discount: float) -> float:
+        child = self.children[slot]
+        return child.reward + discount * child.value
+
+
+class MinMax:
+    def __init__(self, min_spread: float):
+        self.low, self.high, self.min_spread = INF, -INF, min_spread
+
+    def update(self, x: float) -> None:
+        self.low, self.high = min(self.low, x), max(self.high, x)
+
+    def normalize(self, x: float) -> float:
+        spread = max(self.high - self.low, self.min_spread)
+        return min(max((x - self.low) / spread, 0.0), 1.0)
+
+
+def argmax(scores: list[float]) -> int:
+    best = 0
+    for i, s in enumerate(scores):
+        if s > scores[best]:
+            best = i
+    return best
+
+
+def softmax(xs: list[float]) -> list[float]:
+    top = max(xs)
+    exps = [math.exp(x - top) if x > -INF else 0.0 for x in xs]
+    return [e / sum(exps) for e in exps]
+
+
+class ReferenceTree:
+    def __init__(self, root: Node, recurrent_fn, discount: float, min_spread: float, expand_children):
+        self.root, self.fn, self.discount = root, recurrent_fn, discount
+        self.minmax = MinMax(min_spread)
+        self.expand_children = expand_children  # policy [1, P] -> (logits, actions or None)
+
+    def simulate(self, root_slot: int, select) -> None:
+        path, slot = [self.root], root_slot
+        while slot in path[-1].children:
+            path.append(path[-1].children[slot])
+            slot = select(path[-1])
+        parent = path[-1]
+        action = torch.tensor([slot]) if parent.actions is None else parent.actions[slot][None]
+        reward, value, policy, state = self.fn(parent.state, action)
+        logits, actions = self.expand_children(policy)
+        leaf = Node(logits=logits, reward=float(reward[0]), state=state, actions=actions)
+        parent.children[slot] = leaf
+        path.append(leaf)
+        g = float(value[0])
+        for node in reversed(path):
+            node.visits += 1
+            node.value_sum += g
+            if node is not self.root:
+                g = node.reward + self.discount * g
+                self.minmax.update(g)
+
+
+# ---------------------------------------------------------------- Gumbel
+
+
+def completed_q(node: Node, discount: float) -> list[float]:
+    prior = node.prior
+    total = sum(node.child_visits(a) for a in range(len(prior)))
+    visited = [a for a in node.children]
+    if visited:
+        mass = sum(prior[a] for a in visited)
+        mean_q = sum(prior[a] * node.child_q(a, discount) for a in visited) / mass
+        v_mix = (node.value + total * mean_q) / (1 + total)
+    else:
+        v_mix = node.value
+    return [node.child_q(a, discount) if a in node.children else v_mix for a in range(len(prior))]
+
+
+def improved_logits(tree: ReferenceTree, node: Node, c_visit=50.0, c_scale=0.1) -> list[float]:
+    completed = completed_q(node, tree.discount)
+    max_n = max(node.child_visits(a) for a in range(len(node.logits)))
+    return [
+        lg + (c_visit + max_n) * c_scale * tree.minmax.normalize(q)
+        for lg, q in zip(node.logits, completed, strict=True)
+    ]
+
+
+def gumbel_interior(tree: ReferenceTree, node: Node) -> int:
+    pi = softmax(improved_logits(tree, node))
+    total = sum(node.child_visits(a) for a in range(len(pi)))
+    scores = [
+        pi[a] - node.child_visits(a) / (1 + total) if node.logits[a] > -INF else -INF for a in range(len(pi))
+    ]
+    return argmax(scores)
+
+
+def phase_ends(n: int, m: int) -> dict[int, int]:
+    """Simulations after which the root halves, and how many children it keeps."""
+    if m <= 1:
+        return {}
+    out, alive, done = {}, m, 0
+    budget = max(math.floor(n / (math.log2(m) * m)), 1) * m
+    while True:
+        done = min(done + budget, n)
+        alive = max(alive // 2, 1)
+        out[done] = alive
+        if done == n:
+            return out
+        budget = max(math.floor(n / (math.log2(m) * alive)), 1) * alive if alive > 2 else n
+
+
+def stable_order(scores: list[float]) -> list[int]:
+    return sorted(range(len(scores)), key=lambda a: (-scores[a], a))
+
+
+def gumbel_root(tree: ReferenceTree, gumbel: list[float], n: int, max_considered: int):
+    root = tree.root
+    valid = [a for a, lg in enumerate(root.logits) if lg > -INF]
+    m = min(max_considered, len(valid))
+    order = stable_order([g + lg for g, lg in zip(gumbel, root.logits, strict=True)])
+    alive = order[:m]  # best first
+    ends = phase_ends(n, m)
+
+    def score() -> list[float]:
+        imp = improved_logits(tree, root)
+        return [gumbel[a] + imp[a] if a in alive else -INF for a in range(len(imp))]
+
+    for sim in range(n):
+        if sim in ends:
+            alive = [a for a in stable_order(score()) if a in alive][: ends[sim]]
+        slot = min(alive, key=lambda a: (root.child_visits(a), alive.index(a)))
+        tree.simulate(slot, lambda node: gumbel_interior(tree, node))
+    return argmax(score())
+
+
+def reference_gumbel(
+    logits, value, state, fn, n, max_considered, discount, gumbel, expand=None, actions=None, min_spread=0.01
+):
+    """One root: returns (action slot, improved policy, root value, visit counts)."""
+    root = Node(logits=list(logits), state=state, visits=1, value_sum=float(value), actions=actions)
+    expand = expand or (lambda policy: ([float(x) for x in policy[0]], None))
+    tree = ReferenceTree(root, fn, discount, min_spread, expand)
+    action = gumbel_root(tree, list(gumbel), n, max_considered)
+    policy = softmax(improved_logits(tree, root))
+    visits = [root.child_visits(a) for a in range(len(logits))]
+    return action, policy, root.value, visits
+
+
+# ---------------------------------------------------------------- pUCT
+
+
+def puct_select(tree: ReferenceTree, node: Node, c1=1.25, c2=19652.0) -> int:
+    prior = node.prior
+    visited = list(node.children)
+    fill = (node.value + sum(node.child_q(a, tree.discount) for a in visited)) / (1 + len(visited))
+    n_parent = node.visits
+    c = c1 + math.log((n_parent + c2 + 1) / c2)
+    scores = []
+    for a in range(len(prior)):
+        if node.logits[a] == -INF:
+            scores.append(-INF)
+            continue
+        q = node.child_q(a, tree.discount) if a in node.children else fill
+        u = prior[a] * math.sqrt(n_parent) / (1 + node.child_visits(a)) * c
+        scores.append(tree.minmax.normalize(q) + u)
+    return argmax(scores)
+
+
+def reference_puct(logits, value, state, fn, n, discount, expand=None, actions=None, min_spread=0.01):
+    """One root with its (already noised) prior logits: returns (visit counts, root value)."""
+    root = Node(logits=list(logits), state=state, visits=1, value_sum=float(value), actions=actions)
+    expand = expand or (lambda policy: ([float(x) for x in policy[0]], None))
+    tree = ReferenceTree(root, fn, discount, min_spread, expand)
+    for _ in range(n):
+        tree.simulate(puct_select(tree, root), lambda node: puct_select(tree, node))
+    return [root.child_visits(a) for a in range(len(logits))], root.value

@@ -1,0 +1,103 @@
+"""puct_search against a closed form and the node-object reference."""
+
+import math
+
+import pytest
+import torch
+
+from effzero.search import puct_search
+from tests.search.models import DiscreteToy
+from tests.search.reference import reference_puct
+
+GAMMA = 0.9
+C1, C2 = 1.25, 19652.0
+
+
+def test_two_simulations_closed_form():
+    # Root prior softmax([0.4, 0.0]); child 1: r = 0.2, v = 0.3; child 2: r = -0.1, v = 0.6.
+    table = {1: (0.2, 0.3), 2: (-0.1, 0.6)}
+
+    def fn(code, action):
+        child = code * 4 + action + 1
+        r = torch.tensor([table[int(c)][0] for c in child], dtype=torch.float64)
+        v = torch.tensor([table[int(c)][1] for c in child], dtype=torch.float64)
+        return r, v, torch.zeros(len(child), 2, dtype=torch.float64), child
+
+    logits, v0 = torch.tensor([[0.4, 0.0]], dtype=torch.float64), 0.1
+    out = puct_search(
+        logits,
+        torch.tensor([v0], dtype=torch.float64),
+        torch.zeros(1, dtype=torch.long),
+        fn,
+        2,
+        GAMMA,
+        dirichlet_fraction=0.0,
+        temperature=0.0,
+    )
+    p = torch.softmax(logits[0], -1).tolist()
+    # Simulation 0: empty min-max, q̂ = 0; N(root) = 1: the larger prior wins -> slot 0.
+    q0 = 0.2 + GAMMA * 0.3
+    # Simulation 1: min = max = q0 (spread 0.01); slot 1 is filled with the mean of the root's
+    # value and q0; N(root) = 2.
+    v_root = (v0 + q0) / 2
+    fill = (v_root + q0) / 2
+    c = C1 + math.log((2 + C2 + 1) / C2)
+    score0 = 0.0 + p[0] * math.sqrt(2) / 2 * c
+    score1 = min(max((fill - q0) / 0.01, 0.0), 1.0) + p[1] * math.sqrt(2) / 1 * c
+    second = 0 if score0 >= score1 else 1
+    expected = [1 + (second == 0), int(second == 1)]
+    assert out.visit_counts[0].tolist() == expected
+    assert out.improved_policy[0].tolist() == [x / 2 for x in expected]
+    q1 = q0 if second == 0 else -0.1 + GAMMA * 0.6
+    assert out.root_value.item() == pytest.approx((v0 + q0 + q1) / 3, abs=1e-12)
+
+
+@pytest.mark.parametrize(("actions", "n"), [(2, 5), (4, 16), (18, 50)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_matches_reference_on_random_trees(actions, n, masked):
+    batch = 5
+    model = DiscreteToy(actions, seed=n)
+    logits, value, state = model.root(batch, seed=actions)
+    noise = torch.distributions.Dirichlet(torch.full((actions,), 0.3)).sample((batch,)).double()
+    invalid = None
+    if masked:
+        invalid = torch.rand(batch, actions, generator=torch.Generator().manual_seed(1)) < 0.4
+        invalid[:, -1] = False
+        noise = noise * ~invalid
+        noise = noise / noise.sum(-1, keepdim=True)
+    out = puct_search(
+        logits, value, state, model, n, GAMMA, noise=noise, invalid_actions=invalid, temperature=0.0
+    )
+    prior = torch.softmax(logits if invalid is None else logits.masked_fill(invalid, float("-inf")), -1)
+    mixed = (0.75 * prior + 0.25 * noise).log()
+    for b in range(batch):
+        visits, root_value = reference_puct(
+            mixed[b].tolist(), value[b], (state[0][b : b + 1], state[1][b : b + 1]), model, n, GAMMA
+        )
+        assert out.visit_counts[b].tolist() == visits
+        assert out.root_value[b].item() == pytest.approx(root_value, abs=1e-9)
+        assert out.action[b].item() == max(range(actions), key=lambda a: (visits[a], -a))
+        if invalid is not None:
+            assert out.visit_counts[b][invalid[b]].sum() == 0
+
+
+def test_temperature_samples_in_proportion_to_visits():
+    model = DiscreteToy(4, seed=2)
+    logits, value, state = model.root(1)
+    batch = 4000
+    expand = lambda t: t.expand(batch, *t.shape[1:])  # noqa: E731
+    noise = torch.full((batch, 4), 0.25, dtype=torch.float64)
+    out = puct_search(
+        expand(logits),
+        expand(value),
+        (expand(state[0]), expand(state[1])),
+        model,
+        12,
+        GAMMA,
+        noise=noise,
+        temperature=1.0,
+    )
+    visits = out.visit_counts[0]
+    assert (out.visit_counts == visits).all()  # same root, same noise: same tree
+    freq = torch.bincount(out.action, minlength=4).double() / batch
+    torch.testing.assert_close(freq, visits / visits.sum(), atol=0.03, rtol=0)
