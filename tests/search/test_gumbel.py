@@ -64,7 +64,9 @@ def test_unvisited_child_gets_v_mix():
     completed = [q0, q1, v_mix]
     sigma = [5.1 * min(max((x - lo) / max(hi - lo, 0.01), 0.0), 1.0) for x in completed]
     assert out.visit_counts.tolist() == [[1, 1, 0]]
-    assert out.improved_policy[0].tolist() == pytest.approx(softmax([a + b for a, b in zip(logits, sigma)]))
+    assert out.improved_policy[0].tolist() == pytest.approx(
+        softmax([a + b for a, b in zip(logits, sigma, strict=True)])
+    )
     assert out.action.item() == max((0, 1), key=lambda a: logits[a] + sigma[a])
     assert out.root_value.item() == pytest.approx(v_root, abs=1e-12)
 
