@@ -35,7 +35,8 @@ def test_root_visits_follow_the_schedule():
     logits = torch.randn(batch, actions)
 
     def fn(state, action):
-        return torch.zeros(batch), torch.rand(batch), torch.zeros(batch, actions), state
+        rows = state.shape[0]
+        return torch.zeros(rows), torch.rand(rows), torch.zeros(rows, actions), state
 
     out = gumbel_search(logits, torch.zeros(batch), torch.zeros(batch, 1), fn, 16, 8, 0.9)
     counts = out.visit_counts.sort(-1, descending=True).values
@@ -49,7 +50,8 @@ def test_considered_children_are_the_gumbel_top_m():
     logits, gumbel = torch.randn(batch, actions), torch.randn(batch, actions)
 
     def fn(state, action):
-        return torch.zeros(batch), torch.zeros(batch), torch.zeros(batch, actions), state
+        rows = state.shape[0]
+        return torch.zeros(rows), torch.zeros(rows), torch.zeros(rows, actions), state
 
     out = gumbel_search(logits, torch.zeros(batch), torch.zeros(batch, 1), fn, 16, 8, 0.9, gumbel=gumbel)
     top = (logits + gumbel).topk(8).indices.sort(-1).values

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from effzero.search.halving import SequentialHalving
 from effzero.search.qtransform import QTransform, improved_logits, interior_select
-from effzero.search.tree import Tree, init_tree, simulate
+from effzero.search.tree import Tree, expand_root_children, init_tree, simulate
 from effzero.search.types import RecurrentFn, SampleFn, SearchOutput, State
 
 
@@ -52,11 +52,14 @@ def _run(
     def select(t: Tree, node: Tensor) -> Tensor:
         return interior_select(t, node, qt)
 
-    for simulation in range(num_simulations):
+    # The first min(m, N) simulations expand distinct root children: one model call for all.
+    first = min(halving.min_considered, num_simulations)
+    if first > 0:
+        expand_root_children(tree, halving.first_slots(first), recurrent_fn, child_priors)
+    for simulation in range(first, num_simulations):
         root_slot = halving.root_slot(tree, simulation, qt)
         simulate(tree, simulation, root_slot, select, recurrent_fn, child_priors)
-    root = torch.zeros_like(gumbel[:, 0], dtype=torch.long)
-    logits, visits = improved_logits(tree, root, qt)
+    logits, visits = improved_logits(tree, tree.row_offset, qt)
     return halving.action(tree, qt), torch.softmax(logits, -1), tree.value[:, 0], visits
 
 
@@ -165,9 +168,9 @@ def sampled_gumbel_search(
     )
 
     def child_priors(policy: Tensor) -> tuple[Tensor, Tensor]:
-        children = candidates.new_zeros(batch, slots, candidates.shape[-1])
+        children = candidates.new_zeros(policy.shape[0], slots, candidates.shape[-1])
         children[:, :k_interior] = sample_fn(policy, k_interior, 1.0)
-        return interior_logits, children
+        return interior_logits[:1].expand(policy.shape[0], slots), children
 
     noise = zeros[:, :num_candidates] if gumbel is None else gumbel.to(dtype)
     if gumbel is None:

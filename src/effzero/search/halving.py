@@ -76,6 +76,7 @@ class SequentialHalving:
             for boundary, kept in halving_schedule(num_simulations, m):
                 table[m, boundary] = kept
         self.keep = table.to(logits.device)[considered]  # [B, N + 1]
+        self.min_considered = int(considered.min())
         self.halving_at = {
             boundary
             for m in considered.unique().tolist()
@@ -91,8 +92,20 @@ class SequentialHalving:
 
     def score(self, tree: Tree, qt: QTransform) -> Tensor:
         """g + logits + σ(q̂) of the considered root children, -inf elsewhere: [B, C]."""
-        logits, _ = improved_logits(tree, torch.zeros_like(tree.rows), qt)
+        logits, _ = improved_logits(tree, tree.row_offset, qt)
         return torch.where(self.considered, self.gumbel + logits, float("-inf"))
+
+    def first_slots(self, k: int) -> Tensor:
+        """The root children of simulations 0 .. k - 1, k ≤ every root's m: [B, k].
+
+        With no child visited yet, simulation i visits the child ranked i, once each.
+        """
+        order = torch.empty_like(self.rank).scatter_(
+            1, self.rank, torch.arange(self.rank.shape[1], device=self.rank.device).expand_as(self.rank)
+        )
+        slots = order[:, :k]
+        self._key.scatter_add_(1, slots, self._key.new_full(slots.shape, self._visit_weight))
+        return slots
 
     def root_slot(self, tree: Tree, simulation: int, qt: QTransform) -> Tensor:
         """The root child that simulation `simulation` visits: [B]."""

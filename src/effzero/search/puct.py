@@ -32,13 +32,14 @@ class PUCTConfig:
 
 def puct_score(tree: Tree, node: Tensor, cfg: PUCTConfig) -> Tensor:
     """The pUCT score of the children of `node` [B] -> [B, C]."""
-    visits, q = tree.children_stats(node)
+    index = tree.flat_index(node)
+    visits, q = tree.children_stats(index)
     visited = visits.clamp(max=1.0)  # float mask: boolean selects are slow on CPU
-    fill = ((tree.node_values(tree.value, node) + q.sum(-1)) / (1 + visited.sum(-1)))[:, None]
-    q_hat = tree.normalize(q * visited + fill * (1 - visited))
-    n_parent = tree.node_values(tree.visits, node)[:, None]
+    fill = ((tree.value.view(-1)[index] + q.sum(-1)) / (1 + visited.sum(-1)))[:, None]
+    q_hat = tree.normalize(torch.lerp(fill, q, visited))
+    n_parent = tree.visits.view(-1)[index][:, None]
     c = cfg.c1 + torch.log((n_parent + cfg.c2 + 1) / cfg.c2)
-    return q_hat + tree.node_rows(tree.prior, node) * n_parent.sqrt() / (1 + visits) * c
+    return q_hat + tree.node_rows(tree.prior, index) * n_parent.sqrt() / (1 + visits) * c
 
 
 def puct_select(tree: Tree, node: Tensor, cfg: PUCTConfig) -> Tensor:
@@ -74,9 +75,8 @@ def _run(
     def select(t: Tree, node: Tensor) -> Tensor:
         return puct_select(t, node, cfg)
 
-    root = torch.zeros_like(tree.rows)
     for simulation in range(num_simulations):
-        root_slot = (puct_score(tree, root, cfg) + tree.root_bias).max(-1).indices
+        root_slot = (puct_score(tree, tree.roots, cfg) + tree.root_bias).max(-1).indices
         simulate(tree, simulation, root_slot, select, recurrent_fn, child_priors)
     return tree.visits.gather(1, tree.children[:, 0])
 

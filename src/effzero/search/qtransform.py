@@ -36,11 +36,13 @@ def completed_q(prior: Tensor, visits: Tensor, q: Tensor, node_value: Tensor) ->
     # Float masks and arithmetic selects: boolean ops are far slower on CPU. With no child
     # visited, weighted_q = 0 / tiny = 0 and total = 0, so v_mix = V.
     visited = visits.clamp(max=1.0)
-    total = visits.sum(-1)
+    total = visits.sum(-1, keepdim=True)
     weight = prior * visited
-    weighted_q = (weight * q).sum(-1) / weight.sum(-1).clamp(min=torch.finfo(q.dtype).tiny)
-    v_mix = ((node_value + total * weighted_q) / (1 + total))[:, None]
-    return q * visited + v_mix * (1 - visited)
+    weighted_q = (weight * q).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(
+        min=torch.finfo(q.dtype).tiny
+    )
+    v_mix = torch.addcmul(node_value[:, None], total, weighted_q) / (1 + total)
+    return torch.lerp(v_mix, q, visited)  # exact at weights 0 and 1
 
 
 def sigma(tree: Tree, completed: Tensor, visits: Tensor, qt: QTransform) -> Tensor:
@@ -49,14 +51,14 @@ def sigma(tree: Tree, completed: Tensor, visits: Tensor, qt: QTransform) -> Tens
     return scale * tree.normalize(completed)
 
 
-def improved_logits(tree: Tree, node: Tensor, qt: QTransform) -> tuple[Tensor, Tensor]:
-    """logits + σ(completed Q) of the children of `node` [B], and their visits.
+def improved_logits(tree: Tree, index: Tensor, qt: QTransform) -> tuple[Tensor, Tensor]:
+    """logits + σ(completed Q) of the children of flat node `index` [B], and their visits.
 
     Returns: ([B, C] improved logits, -inf for invalid slots; [B, C] visits)
     """
-    visits, q = tree.children_stats(node)
-    completed = completed_q(tree.node_rows(tree.prior, node), visits, q, tree.node_values(tree.value, node))
-    return tree.node_rows(tree.prior_logits, node) + sigma(tree, completed, visits, qt), visits
+    visits, q = tree.children_stats(index)
+    completed = completed_q(tree.node_rows(tree.prior, index), visits, q, tree.value.view(-1)[index])
+    return tree.node_rows(tree.prior_logits, index) + sigma(tree, completed, visits, qt), visits
 
 
 def interior_select(tree: Tree, node: Tensor, qt: QTransform) -> Tensor:
@@ -64,7 +66,7 @@ def interior_select(tree: Tree, node: Tensor, qt: QTransform) -> Tensor:
 
     π′ = softmax(logits + σ(completed Q)). Ties go to the lowest slot. Returns: [B] slots.
     """
-    logits, visits = improved_logits(tree, node, qt)
+    logits, visits = improved_logits(tree, tree.flat_index(node), qt)
     score = torch.softmax(logits, -1) - visits / (1 + visits.sum(-1, keepdim=True))
     if tree.interior_bias is not None:
         score = score + tree.interior_bias

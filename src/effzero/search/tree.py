@@ -70,9 +70,9 @@ class Tree:
     discount: float
     min_spread: float  # smallest max - min the normalisation divides by
     rows: Tensor  # [B] arange, for indexing one node per root
+    roots: Tensor  # [B] zeros: the root of every tree
     row_offset: Tensor  # [B] rows·(N + 2), the flat index of each root's node 0
     discounts: Tensor  # [N + 4, N + 3] the discount matrix of `backup`
-    columns: Tensor  # [1, N + 3] float arange, the depth of each path column
     tail: Tensor  # [B, 2] long, two sentinel columns that end every path
     ones: Tensor  # [B, N + 3] ones, one visit per path column
 
@@ -81,21 +81,20 @@ class Tree:
         """Index of the unexpanded-child sentinel node."""
         return self.visits.shape[1] - 1
 
-    def node_rows(self, per_slot: Tensor, node: Tensor) -> Tensor:
-        """Row `node[b]` of tree b of a per-slot array [B, N + 2, C, ...] -> [B, C, ...]."""
-        flat = per_slot.view(-1, *per_slot.shape[2:])
-        return flat.index_select(0, self.row_offset + node)
+    def flat_index(self, node: Tensor) -> Tensor:
+        """Flat index of node `node[b]` of tree b in the [B·(N + 2)] node arrays: [B]."""
+        return self.row_offset + node
 
-    def node_values(self, per_node: Tensor, node: Tensor) -> Tensor:
-        """Entry `node[b]` of tree b of a per-node array [B, N + 2] -> [B]."""
-        return per_node.view(-1).index_select(0, self.row_offset + node)
+    def node_rows(self, per_slot: Tensor, index: Tensor) -> Tensor:
+        """Rows at flat node `index` [B] of a per-slot array [B, N + 2, C, ...] -> [B, C, ...]."""
+        return per_slot.view(-1, *per_slot.shape[2:]).index_select(0, index)
 
-    def children_stats(self, node: Tensor) -> tuple[Tensor, Tensor]:
-        """Visit counts and Q = r + γ·V of the children of `node` [B]: ([B, C], [B, C]).
+    def children_stats(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Visit counts and Q = r + γ·V of the children of flat node `index` [B]: ([B, C], [B, C]).
 
         Unvisited children have 0 visits and Q = 0 (they point at the sentinel).
         """
-        child = self.node_rows(self.children, node)
+        child = self.node_rows(self.children, index)
         return self.visits.gather(1, child), self.q.gather(1, child)
 
     def normalize(self, q: Tensor) -> Tensor:
@@ -170,9 +169,9 @@ def init_tree(
         discount=discount,
         min_spread=min_spread,
         rows=torch.arange(batch, device=device),
+        roots=torch.zeros(batch, dtype=torch.long, device=device),
         row_offset=torch.arange(batch, device=device) * nodes,
         discounts=discount_matrix(nodes + 1, discount, dtype, device),
-        columns=torch.arange(nodes + 1, dtype=dtype, device=device)[None, :],
         tail=torch.full((batch, 2), nodes - 1, dtype=torch.long, device=device),
         ones=torch.ones(batch, nodes + 1, dtype=dtype, device=device),
     )
@@ -191,9 +190,8 @@ def traverse(tree: Tree, root_slot: Tensor, select: SelectFn) -> tuple[Tensor, T
         slot: [B] child slot of the new leaf under the parent.
     """
     rows = tree.rows
-    root = rows.new_zeros(())
-    nodes, slots = [root.expand_as(rows)], [root_slot]
-    node = tree.children[:, 0].gather(1, root_slot[:, None]).squeeze(1)
+    nodes, slots = [tree.roots], [root_slot]
+    node = tree.children[rows, tree.roots, root_slot]
     while bool((node != tree.sentinel).any()):
         # A walk that left the tree sits on the sentinel, whose children are all the sentinel.
         nodes.append(node)
@@ -226,7 +224,7 @@ def expand(
     tree.children[tree.rows, parent, slot] = node
     tree.reward[:, node] = reward
     tree.prior_logits[:, node] = child_logits
-    tree.prior[:, node] = torch.softmax(child_logits, -1)
+    tree.prior[:, node] = torch.softmax(child_logits, -1, dtype=tree.prior.dtype)
     if child_actions is not None:
         tree.actions[:, node] = child_actions
     _write_state(tree.states, node, next_state)
@@ -257,21 +255,72 @@ def backup(tree: Tree, path: Tensor, depth: Tensor, leaf: int, leaf_value: Tenso
     rows = tree.rows
     # Path columns past the leaf point at the sentinel, whose reward and statistics stay 0.
     full = torch.cat([path, tree.tail], 1)  # [B, D + 2]
-    full[rows, depth + 1] = leaf
+    leaf_column = depth + 1
+    full[rows, leaf_column] = leaf
     # X: the rewards along the path, then the leaf value, then zeros.
     x = tree.reward.gather(1, full)
-    x[rows, depth + 2] = leaf_value
-    full = full[:, :width]
+    x[rows, leaf_column + 1] = leaf_value.to(x.dtype)
+    on_path = full[:, :width]
     returns = x @ tree.discounts[: width + 1, :width]  # [B, D + 1], zero past the leaf
-    tree.value_sum.scatter_add_(1, full, returns)
-    tree.visits.scatter_add_(1, full, tree.ones[:, :width])
+    tree.value_sum.scatter_add_(1, on_path, returns)
+    tree.visits.scatter_add_(1, on_path, tree.ones[:, :width])
     tree.visits[:, tree.sentinel] = 0.0
     torch.div(tree.value_sum, tree.visits.clamp(min=1.0), out=tree.value)
     torch.add(tree.reward, tree.value, alpha=tree.discount, out=tree.q)
-    # Min-max over the edge returns G_0 .. G_depth; other columns repeat G_0 (float masks,
-    # because boolean selects are an order of magnitude slower on CPU).
-    edge = (depth.to(returns.dtype)[:, None] + 1 - tree.columns[:, :width]).clamp(0.0, 1.0)
-    low, high = torch.aminmax(returns * edge + returns[:, :1] * (1 - edge), dim=1)
+    # Min-max over the edge returns G_0 .. G_depth, the columns whose child is on the path;
+    # the other columns repeat G_0.
+    edge = full[:, 1 : width + 1] != tree.sentinel
+    low, high = torch.aminmax(torch.where(edge, returns, returns[:, :1]), dim=1)
+    torch.minimum(tree.q_min, low, out=tree.q_min)
+    torch.maximum(tree.q_max, high, out=tree.q_max)
+
+
+def expand_root_children(
+    tree: Tree,
+    slots: Tensor,
+    recurrent_fn: RecurrentFn,
+    child_priors: Callable[[Tensor], tuple[Tensor, Tensor | None]],
+) -> None:
+    """Simulations 0 .. k - 1 at once, when each expands a different child of the root.
+
+    Such simulations are independent: each starts at the root and stops at an unexpanded
+    child, so running them together changes only the float summation order of the root's value
+    sum. They take one model call on k·B rows (row i·B + b is simulation i of root b).
+
+    Args:
+        slots: [B, k] the root child that simulation i expands, distinct along each row.
+    """
+    batch, k = slots.shape
+    dtype = tree.value_sum.dtype
+    state = map_state(lambda pool: pool[:, 0].repeat(k, *[1] * (pool.dim() - 2)), tree.states)
+    flat = slots.T.reshape(-1)  # [k·B]
+    action = flat
+    if tree.actions is not None:
+        action = tree.actions[:, 0].repeat(k, 1, 1)[torch.arange(k * batch, device=flat.device), flat]
+    reward, value, policy, next_state = recurrent_fn(state, action)
+    child_logits, child_actions = child_priors(policy)
+
+    def per_root(x: Tensor) -> Tensor:  # [k·B, ...] -> [B, k, ...]
+        return x.reshape(k, batch, *x.shape[1:]).transpose(0, 1)
+
+    nodes = torch.arange(1, k + 1, device=flat.device)
+    tree.children[:, 0].scatter_(1, slots, nodes.expand(batch, k))
+    reward, value = per_root(reward.to(dtype)), per_root(value.to(dtype))
+    tree.reward[:, 1 : k + 1] = reward
+    tree.prior_logits[:, 1 : k + 1] = per_root(child_logits.to(dtype))
+    tree.prior[:, 1 : k + 1] = torch.softmax(tree.prior_logits[:, 1 : k + 1], -1)
+    if child_actions is not None:
+        tree.actions[:, 1 : k + 1] = per_root(child_actions)
+    for pool, new in zip(_state_leaves(tree.states), _state_leaves(next_state), strict=True):
+        pool[:, 1 : k + 1] = per_root(new)
+    returns = reward + tree.discount * value  # [B, k]
+    tree.visits[:, 1 : k + 1] = 1.0
+    tree.value_sum[:, 1 : k + 1] = value
+    tree.visits[:, 0] += k
+    tree.value_sum[:, 0] += returns.sum(1)
+    torch.div(tree.value_sum, tree.visits.clamp(min=1.0), out=tree.value)
+    torch.add(tree.reward, tree.value, alpha=tree.discount, out=tree.q)
+    low, high = torch.aminmax(returns, dim=1)
     torch.minimum(tree.q_min, low, out=tree.q_min)
     torch.maximum(tree.q_max, high, out=tree.q_max)
 
@@ -294,13 +343,10 @@ def simulate(
     path, depth, slot = traverse(tree, root_slot, select)
     rows = tree.rows
     parent = path[rows, depth]
-    pool_index = rows * (tree.sentinel) + parent  # states hold N + 1 nodes per root
+    pool_index = rows * tree.sentinel + parent  # states hold N + 1 nodes per root
     state = map_state(lambda pool: pool.view(-1, *pool.shape[2:]).index_select(0, pool_index), tree.states)
     action = slot if tree.actions is None else tree.actions[rows, parent, slot]
     reward, value, policy, next_state = recurrent_fn(state, action)
-    dtype = tree.value_sum.dtype
     child_logits, child_actions = child_priors(policy)
-    expand(
-        tree, simulation, parent, slot, reward.to(dtype), child_logits.to(dtype), next_state, child_actions
-    )
-    backup(tree, path, depth, simulation + 1, value.to(dtype))
+    expand(tree, simulation, parent, slot, reward, child_logits, next_state, child_actions)
+    backup(tree, path, depth, simulation + 1, value)
