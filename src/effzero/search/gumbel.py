@@ -7,7 +7,7 @@ from torch import Tensor
 
 from effzero.search.halving import SequentialHalving
 from effzero.search.qtransform import QTransform, improved_logits, interior_select
-from effzero.search.tree import Tree, expand_root_children, init_tree, simulate
+from effzero.search.tree import ChildPriorsFn, Tree, init_tree, simulate
 from effzero.search.types import RecurrentFn, SampleFn, SearchOutput, State
 
 
@@ -42,25 +42,29 @@ def _run(
     max_considered: int,
     num_simulations: int,
     recurrent_fn: RecurrentFn,
-    child_priors,
+    child_priors: ChildPriorsFn,
     qt: QTransform,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run the simulations; return (action slot, improved policy, root value, visits)."""
-    root_logits = tree.prior_logits[:, 0]
-    halving = SequentialHalving(gumbel, root_logits, max_considered, num_simulations)
+    halving = SequentialHalving(gumbel, tree.prior_logits[:, 0], max_considered, num_simulations)
 
     def select(t: Tree, node: Tensor) -> Tensor:
         return interior_select(t, node, qt)
 
-    # The first min(m, N) simulations expand distinct root children: one model call for all.
-    first = min(halving.min_considered, num_simulations)
-    if first > 0:
-        expand_root_children(tree, halving.first_slots(first), recurrent_fn, child_priors)
-    for simulation in range(first, num_simulations):
-        root_slot = halving.root_slot(tree, simulation, qt)
-        simulate(tree, simulation, root_slot, select, recurrent_fn, child_priors)
-    logits, visits = improved_logits(tree, tree.row_offset, qt)
-    return halving.action(tree, qt), torch.softmax(logits, -1), tree.value[:, 0], visits
+    simulation = 0
+    for size in halving.rounds:
+        simulate(
+            tree,
+            simulation,
+            halving.root_slots(tree, simulation, size, qt),
+            select,
+            recurrent_fn,
+            child_priors,
+        )
+        simulation += size
+    logits, visits = improved_logits(tree, tree.roots, qt)
+    logits = logits[:, 0]
+    return halving.action(logits), torch.softmax(logits, -1), tree.value[:, 0], visits[:, 0]
 
 
 @torch.no_grad()

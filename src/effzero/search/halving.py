@@ -45,15 +45,31 @@ def halving_schedule(num_simulations: int, num_considered: int) -> tuple[tuple[i
 
 
 def ranks(score: Tensor) -> Tensor:
-    """Rank of each entry of `score` [B, C] in its row, 0 = best, ties to the lower slot.
+    """Rank of each entry of `score` [B, C] in its row, 0 = best, ties to the lower slot."""
+    order = torch.argsort(score, dim=-1, descending=True, stable=True)
+    positions = torch.arange(score.shape[-1], device=score.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, positions)
 
-    rank_i = #{j: s_j > s_i} + #{j < i: s_j = s_i}, by pairwise comparison ([B, C, C] is
-    small, and faster than a stable sort for short rows).
+
+def simulation_rounds(num_simulations: int, num_considered: int) -> tuple[int, ...]:
+    """Sizes of the rounds a Gumbel search can batch, for a uniform m.
+
+    Within a phase every survivor is visited once per round, in rank order. A round is one
+    batch when its survivors have at most one visit each: their paths go to distinct root
+    children and stop there or one level below, where no child has been visited yet, so the
+    interior choice is the prior's argmax whatever the other paths back up. Later rounds run
+    one simulation at a time.
     """
-    left, right = score[:, :, None], score[:, None, :]  # i, j
-    earlier = torch.ones(score.shape[-1], score.shape[-1], device=score.device).tril(-1).bool()
-    beats = (right > left) | ((right == left) & earlier)
-    return beats.sum(-1)
+    n, m = num_simulations, max(num_considered, 1)
+    rounds: list[int] = []
+    done, alive, visits = 0, m, 0
+    for boundary, kept in (*halving_schedule(n, m), (n, 1)):
+        while done < boundary:
+            size = min(alive, boundary - done)
+            rounds.extend([size] if visits <= 1 else [1] * size)
+            done, visits = done + size, visits + 1
+        alive = kept
+    return tuple(rounds)
 
 
 class SequentialHalving:
@@ -76,12 +92,13 @@ class SequentialHalving:
             for boundary, kept in halving_schedule(num_simulations, m):
                 table[m, boundary] = kept
         self.keep = table.to(logits.device)[considered]  # [B, N + 1]
-        self.min_considered = int(considered.min())
-        self.halving_at = {
-            boundary
-            for m in considered.unique().tolist()
-            for boundary, _ in halving_schedule(num_simulations, m)
-        }
+        distinct = considered.unique().tolist()
+        self.halving_at = {b for m in distinct for b, _ in halving_schedule(num_simulations, m)}
+        if len(distinct) == 1:
+            self.rounds = simulation_rounds(num_simulations, distinct[0])
+        else:  # the first round is common to all roots, the rest go one by one
+            first = min(min(distinct), num_simulations)
+            self.rounds = (first, *[1] * (num_simulations - first)) if first else (1,) * num_simulations
         # Each root visits the considered child minimising visits·(C + 1) + rank; others +inf.
         self._visit_weight = float(slots + 1)
         self._key = self._order_key(torch.zeros_like(gumbel))
@@ -90,36 +107,27 @@ class SequentialHalving:
         key = visits * self._visit_weight + self.rank.to(visits.dtype)
         return torch.where(self.considered, key, float("inf"))
 
-    def score(self, tree: Tree, qt: QTransform) -> Tensor:
-        """g + logits + σ(q̂) of the considered root children, -inf elsewhere: [B, C]."""
-        logits, _ = improved_logits(tree, tree.row_offset, qt)
-        return torch.where(self.considered, self.gumbel + logits, float("-inf"))
+    def score(self, improved: Tensor) -> Tensor:
+        """g + `improved` [B, C] (logits + σ(q̂)) for the considered root children, -inf elsewhere."""
+        return torch.where(self.considered, self.gumbel + improved, float("-inf"))
 
-    def first_slots(self, k: int) -> Tensor:
-        """The root children of simulations 0 .. k - 1, k ≤ every root's m: [B, k].
-
-        With no child visited yet, simulation i visits the child ranked i, once each.
-        """
-        order = torch.empty_like(self.rank).scatter_(
-            1, self.rank, torch.arange(self.rank.shape[1], device=self.rank.device).expand_as(self.rank)
-        )
-        slots = order[:, :k]
-        self._key.scatter_add_(1, slots, self._key.new_full(slots.shape, self._visit_weight))
-        return slots
-
-    def root_slot(self, tree: Tree, simulation: int, qt: QTransform) -> Tensor:
-        """The root child that simulation `simulation` visits: [B]."""
+    def root_slots(self, tree: Tree, simulation: int, k: int, qt: QTransform) -> Tensor:
+        """The root children that simulations `simulation .. simulation + k - 1` visit: [B, k]."""
         if simulation in self.halving_at:
             keep = self.keep[:, simulation]
-            new_rank = ranks(self.score(tree, qt))
+            new_rank = ranks(self.score(improved_logits(tree, tree.roots, qt)[0][:, 0]))
             halves = (keep >= 0)[:, None]
             self.considered = torch.where(halves, new_rank < keep[:, None], self.considered)
             self.rank = torch.where(halves, new_rank, self.rank)
             self._key = self._order_key(tree.visits.gather(1, tree.children[:, 0]))
-        slot = self._key.min(-1).indices
-        self._key.scatter_add_(1, slot[:, None], self._key.new_full((slot.shape[0], 1), self._visit_weight))
-        return slot
+        slots = (
+            self._key.topk(k, largest=False, sorted=True).indices
+            if k > 1
+            else self._key.min(-1, keepdim=True).indices
+        )
+        self._key.scatter_add_(1, slots, self._key.new_full(slots.shape, self._visit_weight))
+        return slots
 
-    def action(self, tree: Tree, qt: QTransform) -> Tensor:
-        """The best surviving root child after the search: [B]."""
-        return self.score(tree, qt).max(-1).indices
+    def action(self, improved: Tensor) -> Tensor:
+        """The best surviving root child after the search, given the root's improved logits: [B]."""
+        return self.score(improved).max(-1).indices

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from effzero.search.gumbel import draw_candidates, search_dtype
-from effzero.search.tree import Tree, init_tree, simulate
+from effzero.search.tree import ChildPriorsFn, Tree, init_tree, simulate
 from effzero.search.types import LogProbFn, RecurrentFn, SampleFn, SearchOutput, State
 
 
@@ -31,19 +31,20 @@ class PUCTConfig:
 
 
 def puct_score(tree: Tree, node: Tensor, cfg: PUCTConfig) -> Tensor:
-    """The pUCT score of the children of `node` [B] -> [B, C]."""
-    index = tree.flat_index(node)
-    visits, q = tree.children_stats(index)
+    """The pUCT score of the children of `node` [B, k] -> [B, k, C]."""
+    visits, q = tree.children_stats(node)
     visited = visits.clamp(max=1.0)  # float mask: boolean selects are slow on CPU
-    fill = ((tree.value.view(-1)[index] + q.sum(-1)) / (1 + visited.sum(-1)))[:, None]
+    fill = (tree.value.gather(1, node)[..., None] + q.sum(-1, keepdim=True)) / (
+        1 + visited.sum(-1, keepdim=True)
+    )
     q_hat = tree.normalize(torch.lerp(fill, q, visited))
-    n_parent = tree.visits.view(-1)[index][:, None]
+    n_parent = tree.visits.gather(1, node)[..., None]
     c = cfg.c1 + torch.log((n_parent + cfg.c2 + 1) / cfg.c2)
-    return q_hat + tree.node_rows(tree.prior, index) * n_parent.sqrt() / (1 + visits) * c
+    return q_hat + tree.node_rows(tree.prior, node) * n_parent.sqrt() / (1 + visits) * c
 
 
 def puct_select(tree: Tree, node: Tensor, cfg: PUCTConfig) -> Tensor:
-    """argmax of the pUCT score over the children of interior nodes `node` [B] -> [B]."""
+    """argmax of the pUCT score over the children of interior nodes `node` [B, k] -> [B, k]."""
     score = puct_score(tree, node, cfg)
     if tree.interior_bias is not None:
         score = score + tree.interior_bias
@@ -68,7 +69,7 @@ def _noisy_root_logits(
 
 
 def _run(
-    tree: Tree, num_simulations: int, recurrent_fn: RecurrentFn, child_priors, cfg: PUCTConfig
+    tree: Tree, num_simulations: int, recurrent_fn: RecurrentFn, child_priors: ChildPriorsFn, cfg: PUCTConfig
 ) -> Tensor:
     """Run the simulations; return the root children's visits [B, C]."""
 
@@ -76,7 +77,7 @@ def _run(
         return puct_select(t, node, cfg)
 
     for simulation in range(num_simulations):
-        root_slot = (puct_score(tree, tree.roots, cfg) + tree.root_bias).max(-1).indices
+        root_slot = (puct_score(tree, tree.roots, cfg) + tree.root_bias[:, None]).max(-1).indices
         simulate(tree, simulation, root_slot, select, recurrent_fn, child_priors)
     return tree.visits.gather(1, tree.children[:, 0])
 
@@ -211,9 +212,9 @@ def sampled_puct_search(
     interior_logits = interior_logits.masked_fill(~interior_valid, float("-inf"))
 
     def child_priors(policy: Tensor) -> tuple[Tensor, Tensor]:
-        children = candidates.new_zeros(batch, slots, candidates.shape[-1])
+        children = candidates.new_zeros(policy.shape[0], slots, candidates.shape[-1])
         children[:, :k_interior] = sample_fn(policy, k_interior, 1.0)
-        return interior_logits, children
+        return interior_logits[:1].expand(policy.shape[0], slots), children
 
     visits = _run(tree, num_simulations, recurrent_fn, child_priors, config)[:, :num_candidates]
     action = _act(visits, temperature)

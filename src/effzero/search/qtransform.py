@@ -4,6 +4,9 @@ completed Q: Q for visited children, v_mix for the rest, where
     v_mix = (V + ΣN · Σ_visited π(a) Q(a) / Σ_visited π(a)) / (1 + ΣN),
 V is the node's running mean value, π = softmax(prior logits) and ΣN the children's visits.
 σ(q̂) = (c_visit + max_b N(b)) · c_scale · q̂, with q̂ the tree's min-max normalisation of Q.
+
+Every function takes node indices of shape [B, k] (k paths per tree) and works on the last
+dimension, the node's child slots.
 """
 
 from __future__ import annotations
@@ -29,44 +32,39 @@ def completed_q(prior: Tensor, visits: Tensor, q: Tensor, node_value: Tensor) ->
     """Q of visited children, v_mix for unvisited ones.
 
     Args:
-        prior: [B, C] prior probabilities; visits: [B, C]; q: [B, C], 0 where unvisited;
-        node_value: [B] the node's running mean value.
-    Returns: [B, C]
+        prior: [..., C] prior probabilities; visits: [..., C]; q: [..., C], 0 where unvisited;
+        node_value: [...] the node's running mean value.
+    Returns: [..., C]
     """
     # Float masks and arithmetic selects: boolean ops are far slower on CPU. With no child
     # visited, weighted_q = 0 / tiny = 0 and total = 0, so v_mix = V.
     visited = visits.clamp(max=1.0)
     total = visits.sum(-1, keepdim=True)
     weight = prior * visited
-    weighted_q = (weight * q).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(
-        min=torch.finfo(q.dtype).tiny
+    mass = weight.sum(-1, keepdim=True).clamp(min=torch.finfo(q.dtype).tiny)
+    v_mix = torch.addcmul(node_value[..., None], total, (weight * q).sum(-1, keepdim=True) / mass) / (
+        1 + total
     )
-    v_mix = torch.addcmul(node_value[:, None], total, weighted_q) / (1 + total)
     return torch.lerp(v_mix, q, visited)  # exact at weights 0 and 1
 
 
-def sigma(tree: Tree, completed: Tensor, visits: Tensor, qt: QTransform) -> Tensor:
-    """σ(q̂) of completed Q [B, C] given the children's visits [B, C] -> [B, C]."""
-    scale = (qt.c_visit + visits.amax(-1, keepdim=True)) * qt.c_scale
-    return scale * tree.normalize(completed)
+def improved_logits(tree: Tree, node: Tensor, qt: QTransform) -> tuple[Tensor, Tensor]:
+    """logits + σ(completed Q) of the children of `node` [B, k], and their visits.
 
-
-def improved_logits(tree: Tree, index: Tensor, qt: QTransform) -> tuple[Tensor, Tensor]:
-    """logits + σ(completed Q) of the children of flat node `index` [B], and their visits.
-
-    Returns: ([B, C] improved logits, -inf for invalid slots; [B, C] visits)
+    Returns: ([B, k, C] improved logits, -inf for invalid slots; [B, k, C] visits)
     """
-    visits, q = tree.children_stats(index)
-    completed = completed_q(tree.node_rows(tree.prior, index), visits, q, tree.value.view(-1)[index])
-    return tree.node_rows(tree.prior_logits, index) + sigma(tree, completed, visits, qt), visits
+    visits, q = tree.children_stats(node)
+    completed = completed_q(tree.node_rows(tree.prior, node), visits, q, tree.value.gather(1, node))
+    scale = (qt.c_visit + visits.amax(-1, keepdim=True)) * qt.c_scale
+    return torch.addcmul(tree.node_rows(tree.prior_logits, node), scale, tree.normalize(completed)), visits
 
 
 def interior_select(tree: Tree, node: Tensor, qt: QTransform) -> Tensor:
     """Gumbel MuZero's deterministic interior rule: argmax π′(a) − N(a) / (1 + ΣN).
 
-    π′ = softmax(logits + σ(completed Q)). Ties go to the lowest slot. Returns: [B] slots.
+    π′ = softmax(logits + σ(completed Q)). Ties go to the lowest slot. Returns: [B, k] slots.
     """
-    logits, visits = improved_logits(tree, tree.flat_index(node), qt)
+    logits, visits = improved_logits(tree, node, qt)
     score = torch.softmax(logits, -1) - visits / (1 + visits.sum(-1, keepdim=True))
     if tree.interior_bias is not None:
         score = score + tree.interior_bias
