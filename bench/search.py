@@ -117,7 +117,9 @@ def bench_peer(name: str, peers_dir: Path) -> dict[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=21, help="timed searches per batch size (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers")
@@ -125,8 +127,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu = platform.processor() or platform.machine()
-    print(f"# machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"python {sys.version.split()[0]}")
+    print(
+        f"# machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"python {sys.version.split()[0]}"
+    )
     batches = [16, 256, 1536]
     ours = bench_ours("cpu", batches, args.reps)
     peers = {} if args.no_peers else {name: bench_peer(name, args.peers) for name in PEERS}

@@ -1,0 +1,199 @@
+"""The LightningModule: the world model, EZ-V2's losses, the optimiser and the target model."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from effzero.config import AlgoConfig, DataConfig, ModelConfig, OptimConfig
+from effzero.data.acting import build_model
+from effzero.envs import EnvSpec
+
+
+def scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """Identity forward; the gradient flowing back through `x` is multiplied by `scale`."""
+    return x * scale + x.detach() * (1.0 - scale)
+
+
+def lr_factor(step: int, cfg: OptimConfig) -> float:
+    """Linear warm-up to the base rate, then ×decay_rate every `decay_every` steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.decay_every <= 0:
+        return 1.0
+    return cfg.decay_rate ** ((step - cfg.warmup_steps) // cfg.decay_every)
+
+
+class EZAgent(L.LightningModule):
+    """EfficientZero V2's learner.
+
+    Per sample, with K unroll steps and masks from the reanalysed targets:
+        L = Σ_k reward_coef·CE(r̂_k, r_k) + value_coef·CE(v̂_k, z_k) + policy_coef·CE(p̂_k, π′_k)
+            + consistency_coef·(−cos(pred(proj(ŝ_k)), sg(proj(h(o_k)))))
+    weighted by the IS weights; the gradient is ×1/K and ×latent_grad_scale into each latent.
+    """
+
+    def __init__(
+        self, model: ModelConfig, algo: AlgoConfig, optim: OptimConfig, data: DataConfig, spec: EnvSpec
+    ):
+        super().__init__()
+        self.model = build_model(model, spec)
+        self.algo, self.optim_cfg, self.data_cfg, self.spec = algo, optim, data, spec
+        # Target weights lag the learner by target_refresh to 2·target_refresh steps: at each
+        # swap the snapshot taken at the previous swap becomes the target.
+        self.target_state = self._snapshot()
+        self.next_target_state = self._snapshot()
+        self._clock = (time.monotonic(), 0, 0)
+        self.run_config: dict | None = None  # the resolved run config, saved in checkpoints
+
+    # ------------------------------------------------------------------ weights for the workers
+
+    def _snapshot(self) -> dict[str, Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    @property
+    def pipeline(self):
+        return self.trainer.datamodule.pipeline
+
+    def publish_initial_weights(self) -> None:
+        self.pipeline.weights.publish(self.model.state_dict())
+        self.pipeline.target_weights.publish(self.target_state)
+        self.pipeline.counters.set_updates(self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, Tensor], batch_idx: int) -> None:
+        step = self.global_step
+        self.pipeline.counters.set_updates(step)
+        if step % self.data_cfg.selfplay_refresh == 0:
+            self.pipeline.weights.publish(self.model.state_dict())
+        if step % self.data_cfg.target_refresh == 0:
+            self.target_state, self.next_target_state = self.next_target_state, self._snapshot()
+            self.pipeline.target_weights.publish(self.target_state)
+        self._log_progress(batch)
+
+    def _log_progress(self, batch: dict[str, Tensor]) -> None:
+        episodes = [s for s in self.pipeline.drain_stats() if s[0] == "episode"]
+        if episodes:
+            returns = torch.tensor([e[1] for e in episodes])
+            self.log("train/episode_return", returns.mean(), on_step=True, batch_size=len(episodes))
+            self.log("train/episode_length", float(sum(e[2] for e in episodes)) / len(episodes), on_step=True)
+        counters = self.pipeline.counters
+        now, env_steps = time.monotonic(), counters.env_steps
+        then, steps_then, updates_then = self._clock
+        if now - then >= 10.0:
+            self.log("perf/updates_per_s", (self.global_step - updates_then) / (now - then))
+            self.log("perf/env_steps_per_s", (env_steps - steps_then) / (now - then))
+            self.log("perf/queue_depth", float(self.pipeline.batches.qsize()))
+            self._clock = (now, env_steps, self.global_step)
+        self.log("train/env_steps", float(env_steps * self.trainer.world_size), on_step=True)
+        self.log("perf/batch_staleness", float(self.global_step - int(batch["learner_step"])), on_step=True)
+
+    # ------------------------------------------------------------------ losses
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        losses, value0 = self.losses(batch)
+        algo = self.algo
+        per_sample = (
+            algo.reward_coef * losses["reward"]
+            + algo.value_coef * losses["value"]
+            + algo.policy_coef * losses["policy"]
+            + algo.consistency_coef * losses["consistency"]
+        )
+        loss = (batch["weight"] * per_sample).mean()
+        with torch.no_grad():
+            priority = (value0 - batch["value"][:, 0]).abs() + 1e-6
+            self.pipeline.update_priorities(batch["lane"], batch["slot"], priority)
+        for name, value in losses.items():
+            self.log(f"loss/{name}", value.mean(), on_step=True)
+        self.log("loss/total", loss, on_step=True, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True)
+        return loss / algo.unroll_steps  # EZ-V2 scales the gradient by 1/K
+
+    def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        """Per-sample loss terms [B] summed over the unroll, and the decoded value at k = 0 [B]."""
+        model, unroll = self.model, self.algo.unroll_steps
+        obs, action = batch["obs"], batch["action"]
+        state, value_logits, policy = model.initial_inference(obs[:, 0])
+        value0 = model.value_support.to_scalar(value_logits.detach())
+        value = (
+            model.value_support.cross_entropy(value_logits, batch["value"][:, 0]) * batch["value_mask"][:, 0]
+        )
+        policy_loss = self._policy_loss(policy, batch["policy"][:, 0]) * batch["policy_mask"][:, 0]
+        reward = torch.zeros_like(value)
+        consistency = torch.zeros_like(value)
+        if self.algo.consistency_coef > 0:
+            with torch.no_grad():
+                future = model.initial_inference(obs[:, 1:].flatten(0, 1))[0]
+                targets = model.project(future, with_predictor=False).view(obs.shape[0], unroll, -1)
+        for k in range(1, unroll + 1):
+            state, reward_logits, value_logits, policy, _ = model.recurrent_inference(
+                state, action[:, k - 1], None
+            )
+            state = scale_gradient(state, self.algo.latent_grad_scale)
+            reward = (
+                reward
+                + model.reward_support.cross_entropy(reward_logits, batch["reward"][:, k - 1])
+                * (batch["reward_mask"][:, k - 1])
+            )
+            value = (
+                value
+                + model.value_support.cross_entropy(value_logits, batch["value"][:, k])
+                * (batch["value_mask"][:, k])
+            )
+            policy_loss = (
+                policy_loss + self._policy_loss(policy, batch["policy"][:, k]) * batch["policy_mask"][:, k]
+            )
+            if self.algo.consistency_coef > 0:
+                predicted = model.project(state, with_predictor=True)
+                cosine = F.cosine_similarity(predicted, targets[:, k - 1], dim=-1)
+                consistency = consistency - cosine * batch["consistency_mask"][:, k - 1]
+        return {"reward": reward, "value": value, "policy": policy_loss, "consistency": consistency}, value0
+
+    def _policy_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy of the policy logits [B, A] against the search's improved policy [B, A]."""
+        return -(target * F.log_softmax(logits.float(), -1)).sum(-1)
+
+    # ------------------------------------------------------------------ optimiser
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optim_cfg
+        params = self.model.parameters()
+        if cfg.name == "adam":
+            optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.name == "sgd":
+            optimizer = torch.optim.SGD(
+                params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+        else:
+            raise ValueError(f"optim.name={cfg.name!r} is not known; valid: adam, adamw, sgd")
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["target_state"] = copy.deepcopy(self.target_state)
+        checkpoint["next_target_state"] = copy.deepcopy(self.next_target_state)
+        checkpoint["effzero_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("effzero_config") or {}
+        for group in ("env", "model"):
+            if self.run_config is not None and saved.get(group) != self.run_config.get(group):
+                differ = sorted(
+                    k for k in set(saved.get(group, {})) | set(self.run_config[group])
+                    if saved.get(group, {}).get(k) != self.run_config[group].get(k)
+                )
+                raise ValueError(
+                    f"the checkpoint was trained with other {group} settings ({', '.join(f'{group}.{k}' for k in differ)}"
+                    f" differ); resume with the run's own config or start a new run"
+                )
+        self.target_state = checkpoint["target_state"]
+        self.next_target_state = checkpoint["next_target_state"]

@@ -1,0 +1,184 @@
+"""Config schemas: one dataclass per Hydra group, registered so every YAML is type-checked.
+
+A YAML file of a group starts from its schema (`defaults: [<group>_schema, _self_]`), so a
+misspelt key or a wrong type fails at composition, before anything starts. The code receives
+these dataclasses (`OmegaConf.to_object`), never raw dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class EnvConfig:
+    """The environment and its benchmark protocol."""
+
+    kind: str = "gym"  # gym: any gymnasium env with vector observations
+    id: str = MISSING  # gymnasium id, e.g. CartPole-v1
+    discount: float = 0.997  # per agent step
+    max_episode_steps: int | None = None  # None keeps the env's own time limit
+    num_envs: int = 4  # environments per self-play worker, searched as one batch
+
+
+@dataclass
+class SupportConfig:
+    """A categorical support: `bins` atoms spread evenly in h-space between h(low), h(high)."""
+
+    low: float = -300.0
+    high: float = 300.0
+    bins: int = 51
+
+
+@dataclass
+class ModelConfig:
+    """World-model sizes (EZ-V2's proprio family for vector observations)."""
+
+    kind: str = "proprio"
+    hidden: int = 128
+    rep_hidden: int = 256
+    dyn_hidden: int = 256
+    action_embed: int = 64
+    head_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    num_blocks: int = 2
+    proj_hidden: int = 512
+    proj_dim: int = 128
+    pred_hidden: int = 512
+    value_support: SupportConfig = field(default_factory=SupportConfig)
+    reward_support: SupportConfig = field(default_factory=lambda: SupportConfig(low=-2.0, high=2.0, bins=51))
+
+
+@dataclass
+class SearchConfig:
+    """Tree search used to act and to reanalyse."""
+
+    kind: str = "gumbel"  # gumbel | puct (discrete actions)
+    num_simulations: int = 16
+    max_considered: int = 16  # Gumbel-top-m at the root
+    c_visit: float = 50.0
+    c_scale: float = 0.1
+    min_spread: float = 0.01  # smallest max - min of the Q normalisation
+    noise_in_reanalyse: bool = True  # Gumbel noise in reanalysis searches (EZ-V2: on)
+    # pUCT (MuZero, EfficientZero V1)
+    c1: float = 1.25
+    c2: float = 19652.0
+    dirichlet_alpha: float = 0.3
+    dirichlet_fraction: float = 0.25
+    temperature: float = 1.0
+
+
+@dataclass
+class AlgoConfig:
+    """Targets and losses: what the ablations swap."""
+
+    name: str = "ezv2"
+    unroll_steps: int = 5
+    td_steps: int = 5
+    value_target: str = "mixed"  # td | sve | mixed
+    mixed_t1: int = 40_000  # learner step before which the value target is TD only
+    mixed_t2: int = 20_000  # the newest T2 transitions keep TD targets
+    reward_coef: float = 1.0
+    value_coef: float = 0.25
+    policy_coef: float = 1.0
+    consistency_coef: float = 2.0
+    latent_grad_scale: float = 0.5  # gradient into each unrolled latent
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and the warm-up + step-decay learning-rate schedule."""
+
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 3e-4
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    decay_every: int = 0  # multiply the lr by decay_rate every this many steps after warm-up; 0 = never
+    decay_rate: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    """Collection, replay and the reanalysed stream."""
+
+    total_env_steps: int = 100_000  # agent steps collected over the run (all ranks together)
+    start_transitions: int = 2000  # env steps before the first update
+    replay_ratio: float = 1.0  # learner updates per env step
+    offline_updates: int = 0  # updates after collection ends
+    batch_size: int = 256
+    capacity: int | None = None  # replay slots; None = enough for the whole run
+    priority_alpha: float = 1.0
+    priority_beta: float = 1.0
+    selfplay_workers: int = 1
+    reanalyse_workers: int = 1
+    queue_size: int = 4  # ready batches waiting for the learner
+    selfplay_refresh: int = 100  # learner steps between weight refreshes of self-play
+    target_refresh: int = 200  # learner steps between target swaps (lag 200-400)
+    worker_threads: int = 1  # torch threads per worker process
+    worker_device: str = "cpu"
+    batch_timeout_s: float = 600.0  # longest wait for a batch before the run is declared stuck
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation with noise-free search, in the learner process."""
+
+    every: int = 1000  # learner steps; 0 = only at the end
+    episodes: int = 10
+    max_episode_steps: int | None = None  # None = the env's own limit
+    video: bool = False
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    log_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """The root of `configs/train.yaml`."""
+
+    env: EnvConfig = MISSING
+    model: ModelConfig = MISSING
+    search: SearchConfig = MISSING
+    algo: AlgoConfig = MISSING
+    optim: OptimConfig = MISSING
+    data: DataConfig = MISSING
+    eval: EvalConfig = MISSING
+    paths: PathsConfig = MISSING
+    trainer: Any = MISSING
+    logger: Any = None
+    callbacks: Any = None
+    task_name: str = "train"
+    name: str = "default"  # the experiment: MLflow experiment name and the run's tag
+    tags: list[str] = field(default_factory=list)
+    seed: int = 0
+    ckpt_path: str | None = None
+    compile: bool = False  # torch.compile the learner's model
+    threads: int | None = None  # torch CPU threads of the learner; None = torch's default
+
+
+SCHEMAS = {
+    "env": EnvConfig,
+    "model": ModelConfig,
+    "search": SearchConfig,
+    "algo": AlgoConfig,
+    "optim": OptimConfig,
+    "data": DataConfig,
+    "eval": EvalConfig,
+    "paths": PathsConfig,
+}
+
+
+def register_schemas() -> None:
+    """Make `<group>_schema` available to the YAML defaults lists."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for group, schema in SCHEMAS.items():
+        store.store(group=group, name=f"{group}_schema", node=schema)

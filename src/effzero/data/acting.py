@@ -1,0 +1,107 @@
+"""The world model seen through the search: building it, and searching from observations."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from effzero.config import ModelConfig, SearchConfig
+from effzero.envs import EnvSpec
+from effzero.nets import ProprioWorldModel, Support
+from effzero.search import QTransform, RecurrentFn, SearchOutput, gumbel_search, puct_search
+
+
+def build_model(cfg: ModelConfig, spec: EnvSpec) -> nn.Module:
+    """The world model of `cfg.kind` for an environment's observations and actions."""
+    if cfg.kind != "proprio":
+        raise ValueError(f"model.kind={cfg.kind!r} is not known; valid: proprio")
+    if len(spec.obs_shape) != 1:
+        raise ValueError(
+            f"model.kind=proprio needs vector observations, {spec.name} has shape {spec.obs_shape}"
+        )
+    return ProprioWorldModel(
+        obs_dim=math.prod(spec.obs_shape),
+        num_actions=spec.num_actions if spec.is_discrete else None,
+        action_dim=None if spec.is_discrete else spec.action_dim,
+        hidden=cfg.hidden,
+        rep_hidden=cfg.rep_hidden,
+        dyn_hidden=cfg.dyn_hidden,
+        action_embed=cfg.action_embed,
+        head_hidden=tuple(cfg.head_hidden),
+        num_blocks=cfg.num_blocks,
+        proj_hidden=cfg.proj_hidden,
+        proj_dim=cfg.proj_dim,
+        pred_hidden=cfg.pred_hidden,
+        value_support=Support(cfg.value_support.low, cfg.value_support.high, cfg.value_support.bins),
+        reward_support=Support(cfg.reward_support.low, cfg.reward_support.high, cfg.reward_support.bins),
+    )
+
+
+def recurrent_fn(model: nn.Module) -> RecurrentFn:
+    """The search's view of the dynamics: scalar reward and value, policy logits, next latent."""
+
+    def fn(state: Tensor, action: Tensor):
+        next_state, reward_logits, value_logits, policy, _ = model.recurrent_inference(state, action, None)
+        reward = model.reward_support.to_scalar(reward_logits)
+        value = model.value_support.to_scalar(value_logits)
+        return reward, value, policy.float(), next_state
+
+    return fn
+
+
+def search_roots(
+    model: nn.Module,
+    state: Tensor,
+    value: Tensor,
+    policy: Tensor,
+    spec: EnvSpec,
+    cfg: SearchConfig,
+    explore: bool,
+) -> SearchOutput:
+    """Search from roots whose initial inference is done.
+
+    Args:
+        state: [B, ...] latent states; value: [B] decoded values; policy: [B, A] logits.
+        explore: Gumbel / Dirichlet noise and visit sampling on (acting, reanalysis) or off
+            (evaluation).
+    """
+    fn = recurrent_fn(model)
+    logits, value = policy.float(), value.float()
+    if not spec.is_discrete:
+        raise NotImplementedError("continuous actions need the sampled search (the DMC issue)")
+    if cfg.kind == "gumbel":
+        qt = QTransform(cfg.c_visit, cfg.c_scale, cfg.min_spread)
+        gumbel = None if explore else torch.zeros_like(logits)
+        return gumbel_search(
+            logits,
+            value,
+            state,
+            fn,
+            cfg.num_simulations,
+            cfg.max_considered,
+            spec.discount,
+            gumbel,
+            qtransform=qt,
+        )
+    if cfg.kind == "puct":
+        return puct_search(
+            logits,
+            value,
+            state,
+            fn,
+            cfg.num_simulations,
+            spec.discount,
+            dirichlet_alpha=cfg.dirichlet_alpha,
+            dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
+            temperature=cfg.temperature if explore else 0.0,
+        )
+    raise ValueError(f"search.kind={cfg.kind!r} is not known; valid: gumbel, puct")
+
+
+@torch.inference_mode()
+def act(model: nn.Module, obs: Tensor, spec: EnvSpec, cfg: SearchConfig, explore: bool) -> SearchOutput:
+    """Initial inference on observations [B, *obs], then the configured search."""
+    state, value_logits, policy = model.initial_inference(obs)
+    return search_roots(model, state, model.value_support.to_scalar(value_logits), policy, spec, cfg, explore)

@@ -1,0 +1,162 @@
+"""The reanalyse worker: sample windows, recompute every target with the lagged target model."""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from effzero.config import AlgoConfig, ModelConfig, SearchConfig
+from effzero.data.acting import build_model, search_roots
+from effzero.data.replay import Replay
+from effzero.data.shared import Counters, SharedWeights
+from effzero.data.targets import (
+    episode_last,
+    mixed_value_target,
+    position_masks,
+    reward_targets,
+    td_value_targets,
+)
+from effzero.envs import EnvSpec
+
+
+@torch.inference_mode()
+def make_batch(
+    replay: Replay,
+    model: nn.Module,
+    spec: EnvSpec,
+    search: SearchConfig,
+    algo: AlgoConfig,
+    batch_size: int,
+    alpha: float,
+    beta: float,
+    learner_step: int,
+    env_steps: int,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """One training batch: sampled windows with reanalysed targets.
+
+    The target model embeds every observation of each window: its values bootstrap the TD
+    targets, and a fresh search from the first K + 1 positions gives the policy targets and
+    the search-based values (SVE).
+
+    Returns (K unroll steps, B samples):
+        obs [B, K + 1, *obs], action [B, K, *action], reward [B, K], reward_mask [B, K],
+        value [B, K + 1], value_mask [B, K + 1], policy [B, K + 1, A], policy_mask [B, K + 1],
+        consistency_mask [B, K], weight [B], lane [B], slot [B], learner_step [] (when sampled).
+    """
+    unroll = algo.unroll_steps
+    lanes, slots, weights = replay.sample(batch_size, alpha, beta, generator)
+    window = replay.windows(lanes, slots)
+    obs = window["obs"]  # [B, W + 1, *obs]
+    width = obs.shape[1]
+    state, value_logits, policy = model.initial_inference(obs.flatten(0, 1))
+    values = model.value_support.to_scalar(value_logits).view(batch_size, width)
+    last, terminated = episode_last(window["kind"])
+    td, td_mask = td_value_targets(
+        window["reward"], values, last, terminated, spec.discount, algo.td_steps, unroll
+    )
+    # Search from the K + 1 unroll positions of every window.
+    roots = torch.arange(unroll + 1)
+    root_state = state.view(batch_size, width, *state.shape[1:])[:, roots].flatten(0, 1)
+    root_policy = policy.view(batch_size, width, -1)[:, roots].flatten(0, 1)
+    out = search_roots(
+        model, root_state, values[:, roots].flatten(), root_policy, spec, search, search.noise_in_reanalyse
+    )
+    masks = position_masks(last, terminated, unroll)
+    sve = torch.where(masks["policy"] > 0, out.root_value.view(batch_size, unroll + 1), 0.0)
+    if algo.value_target == "td":
+        value = td
+    elif algo.value_target == "sve":
+        value = sve
+    else:
+        value = mixed_value_target(
+            td, sve, window["step"][:, 0], learner_step, env_steps, algo.mixed_t1, algo.mixed_t2
+        )
+    reward, reward_mask = reward_targets(window["reward"], last, terminated, unroll)
+    return {
+        "obs": obs[:, : unroll + 1],
+        "action": unroll_actions(window["action"][:, :unroll], last, spec, generator),
+        "reward": reward,
+        "reward_mask": reward_mask,
+        "value": value,
+        "value_mask": td_mask,
+        "policy": out.improved_policy.view(batch_size, unroll + 1, -1),
+        "policy_mask": masks["policy"],
+        "consistency_mask": masks["consistency"],
+        "weight": weights,
+        "lane": lanes,
+        "slot": slots,
+        "learner_step": torch.tensor(learner_step),
+    }
+
+
+def unroll_actions(action: Tensor, last: Tensor, spec: EnvSpec, generator: torch.Generator | None) -> Tensor:
+    """The window's actions, random past the episode's end (the model learns they do nothing).
+
+    Args:
+        action: [B, K, *action] stored actions; last: [B] from `episode_last`.
+    """
+    k = torch.arange(action.shape[1])[None, :]
+    past = k > last[:, None]
+    if spec.is_discrete:
+        random = torch.randint(0, spec.num_actions, action.shape, generator=generator)
+    else:
+        random = torch.rand(action.shape, generator=generator) * 2 - 1
+        past = past[..., None]
+    return torch.where(past, random.to(action.dtype), action)
+
+
+@dataclass
+class ReanalyseJob:
+    """Everything a reanalyse process needs; picklable."""
+
+    model: ModelConfig
+    search: SearchConfig
+    algo: AlgoConfig
+    spec: EnvSpec
+    replay: Replay
+    target_weights: SharedWeights
+    counters: Counters
+    batches: object  # multiprocessing queue of ready batches
+    batch_size: int
+    alpha: float
+    beta: float
+    seed: int
+    device: str = "cpu"
+
+
+def run_reanalyse(job: ReanalyseJob) -> None:
+    """Produce batches into the queue until the run stops."""
+    torch.manual_seed(job.seed)
+    generator = torch.Generator().manual_seed(job.seed)
+    model = build_model(job.model, job.spec).to(job.device).eval()
+    version = 0
+    counters = job.counters
+    while not counters.stopping:
+        version = job.target_weights.load_into(model, version)
+        if version == 0 or job.replay.num_sampleable() < job.batch_size:
+            time.sleep(0.01)
+            continue
+        batch = make_batch(
+            job.replay,
+            model,
+            job.spec,
+            job.search,
+            job.algo,
+            job.batch_size,
+            job.alpha,
+            job.beta,
+            counters.updates,
+            counters.env_steps,
+            generator,
+        )
+        while not counters.stopping:
+            try:
+                job.batches.put(batch, timeout=0.1)
+                break
+            except queue.Full:
+                continue

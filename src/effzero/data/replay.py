@@ -1,0 +1,232 @@
+"""Prioritised replay in shared memory, with its capacity fixed when it is created.
+
+Storage is one ring ("lane") per self-play environment, so every lane holds a contiguous
+stream of that environment's steps, episode after episode. An episode that ends is followed
+by one observation-only slot holding its final observation (the terminal state, or the state
+where the time limit cut it), so unroll windows and n-step targets never need data from
+outside the lane. Observations are stored once per step; frame stacks are rebuilt on read.
+
+Slots become sampleable once the whole window after them (unroll + TD steps) is written or
+their episode has ended; new transitions get the largest priority seen so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Slot kinds.
+TRANSITION = 0  # a step inside an episode
+TERMINATED = 1  # the last step of an episode that reached a terminal state
+TRUNCATED = 2  # the last step of an episode cut by a time limit
+FINAL = 3  # the observation an ended episode reached; no action was taken from it
+
+
+@dataclass(frozen=True)
+class ReplayLayout:
+    """Shapes and sizes of a replay."""
+
+    lanes: int  # one per self-play environment
+    lane_length: int  # slots per lane
+    obs_shape: tuple[int, ...]
+    obs_dtype: torch.dtype
+    action_shape: tuple[int, ...]  # () for discrete actions, (d,) for continuous
+    action_dtype: torch.dtype
+    policy_size: int  # width of the stored search policy
+    window: int  # slots needed after a start slot: unroll steps + TD steps
+
+    @property
+    def capacity(self) -> int:
+        return self.lanes * self.lane_length
+
+    def nbytes(self) -> int:
+        """Bytes of shared memory the replay takes."""
+        per_slot = (
+            int(np.prod(self.obs_shape)) * self.obs_dtype.itemsize
+            + max(int(np.prod(self.action_shape)), 1) * self.action_dtype.itemsize
+            + 4 * (3 + self.policy_size)  # reward, root value, priority, policy
+            + 8  # global step of the slot
+            + 2  # kind, sampleable
+        )
+        return self.capacity * per_slot
+
+
+class Replay:
+    """Transitions of `layout.lanes` environment streams in shared-memory tensors.
+
+    One process writes each lane (its self-play worker); any process may sample. The learner
+    writes priorities back.
+    """
+
+    def __init__(self, layout: ReplayLayout):
+        self.layout = layout
+        lanes, length = layout.lanes, layout.lane_length
+
+        def shared(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+            return torch.zeros(*shape, dtype=dtype).share_memory_()
+
+        self.obs = shared(lanes, length, *layout.obs_shape, dtype=layout.obs_dtype)
+        self.action = shared(lanes, length, *layout.action_shape, dtype=layout.action_dtype)
+        self.reward = shared(lanes, length)
+        self.kind = shared(lanes, length, dtype=torch.uint8)
+        self.root_value = shared(lanes, length)
+        self.policy = shared(lanes, length, layout.policy_size)
+        self.step = shared(lanes, length, dtype=torch.int64)
+        self.priority = shared(lanes, length)
+        self.sampleable = shared(lanes, length, dtype=torch.bool)
+        self.written = shared(lanes, dtype=torch.int64)  # slots written per lane, ever
+        self.episode_start = shared(lanes, dtype=torch.int64)  # absolute slot of the current episode
+        self.max_priority = torch.ones(1).share_memory_()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(
+        self,
+        lanes: Tensor,
+        obs: Tensor,
+        action: Tensor,
+        reward: Tensor,
+        kind: Tensor,
+        root_value: Tensor,
+        policy: Tensor,
+        step: Tensor,
+    ) -> None:
+        """Write one slot at the head of each lane in `lanes` [n].
+
+        Args:
+            obs: [n, *obs]; action: [n, *action]; reward, root_value: [n]; kind: [n] uint8;
+            policy: [n, P]; step: [n] the global env step of each slot.
+        """
+        position = self.written[lanes]
+        slot = position % self.layout.lane_length
+        self.obs[lanes, slot] = obs.to(self.obs.dtype)
+        self.action[lanes, slot] = action.to(self.action.dtype)
+        self.reward[lanes, slot] = reward.float()
+        self.kind[lanes, slot] = kind
+        self.root_value[lanes, slot] = root_value.float()
+        self.policy[lanes, slot] = policy.float()
+        self.step[lanes, slot] = step
+        self.priority[lanes, slot] = self.max_priority
+        self.sampleable[lanes, slot] = False
+        # The slot `window` steps back now has a complete window, if it is in an episode.
+        back = position - self.layout.window
+        ok = back >= self.episode_start[lanes]
+        self._mark_sampleable(lanes[ok], back[ok])
+        self.written[lanes] = position + 1
+
+    def end_episodes(self, lanes: Tensor, final_obs: Tensor, step: Tensor) -> None:
+        """Write the final observation [n, *obs] of the episodes that just ended in `lanes`.
+
+        Every transition of those episodes whose window was still open becomes sampleable:
+        its window now ends inside the episode or at this final slot.
+        """
+        start = torch.maximum(self.episode_start[lanes], self.written[lanes] - self.layout.window)
+        for lane, first, last in zip(
+            lanes.tolist(), start.tolist(), self.written[lanes].tolist(), strict=True
+        ):
+            if last > first:
+                positions = torch.arange(first, last)
+                self._mark_sampleable(torch.full_like(positions, lane), positions)
+        n = lanes.shape[0]
+        self.append(
+            lanes,
+            final_obs,
+            torch.zeros(n, *self.layout.action_shape, dtype=self.action.dtype),
+            torch.zeros(n),
+            torch.full((n,), FINAL, dtype=torch.uint8),
+            torch.zeros(n),
+            torch.zeros(n, self.layout.policy_size),
+            step,
+        )
+        self.episode_start[lanes] = self.written[lanes]
+
+    def _mark_sampleable(self, lanes: Tensor, positions: Tensor) -> None:
+        slot = positions % self.layout.lane_length
+        self.sampleable[lanes, slot] = self.kind[lanes, slot] != FINAL
+
+    # ------------------------------------------------------------------ reading
+
+    def size(self) -> int:
+        """Slots written so far over all lanes (final-observation slots included)."""
+        return int(self.written.sum())
+
+    def num_sampleable(self) -> int:
+        return int(self.sampleable.sum())
+
+    def sample(
+        self, batch_size: int, alpha: float, beta: float, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Draw start slots ∝ priority^α without replacement, with IS weights.
+
+        Returns:
+            lanes [B], slots [B], weights [B] = (N·P)^-β / max, clipped to [0.1, 1].
+        """
+        mask = self.sampleable.view(-1)
+        probs = self.priority.view(-1).clamp(min=1e-12).pow(alpha) * mask
+        total = probs.sum()
+        count = int(mask.sum())
+        if count < batch_size:
+            raise ValueError(f"replay has {count} sampleable slots, fewer than a batch of {batch_size}")
+        flat = torch.multinomial(probs, batch_size, replacement=False, generator=generator)
+        p = probs[flat] / total
+        weights = (count * p).pow(-beta)
+        weights = (weights / weights.max()).clamp(0.1, 1.0)
+        length = self.layout.lane_length
+        return flat // length, flat % length, weights
+
+    def windows(self, lanes: Tensor, slots: Tensor) -> dict[str, Tensor]:
+        """The `window + 1` slots from each start slot: obs, actions, rewards, kinds, steps.
+
+        Returns: obs [B, W + 1, *obs], action [B, W + 1, *action], reward/kind/step [B, W + 1]
+        """
+        offsets = torch.arange(self.layout.window + 1)
+        ring = (slots[:, None] + offsets) % self.layout.lane_length
+        rows = lanes[:, None]
+        return {
+            "obs": self.obs[rows, ring],
+            "action": self.action[rows, ring],
+            "reward": self.reward[rows, ring],
+            "kind": self.kind[rows, ring],
+            "step": self.step[rows, ring],
+        }
+
+    def update_priorities(self, lanes: Tensor, slots: Tensor, priorities: Tensor) -> None:
+        """Set new priorities [B] (the learner's value errors) of sampled slots."""
+        self.priority[lanes, slots] = priorities.float()
+        self.max_priority.copy_(torch.maximum(self.max_priority, priorities.max().float().view(1)))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """A copy of every tensor (written slots only matter; the layout is the same)."""
+        return {name: getattr(self, name).clone() for name in self._tensor_names()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for name in self._tensor_names():
+            target = getattr(self, name)
+            if state[name].shape != target.shape:
+                raise ValueError(
+                    f"replay checkpoint does not fit this run: {name} has shape {tuple(state[name].shape)}, "
+                    f"this run's replay {tuple(target.shape)} (resume with the same env, model and data settings)"
+                )
+            target.copy_(state[name])
+
+    @staticmethod
+    def _tensor_names() -> tuple[str, ...]:
+        return (
+            "obs",
+            "action",
+            "reward",
+            "kind",
+            "root_value",
+            "policy",
+            "step",
+            "priority",
+            "sampleable",
+            "written",
+            "episode_start",
+            "max_priority",
+        )

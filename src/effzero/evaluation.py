@@ -1,0 +1,94 @@
+"""Evaluate a checkpoint: what `src/eval.py` calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from typing import TypeVar
+
+import imageio.v2 as imageio
+import mlflow
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from effzero.config import EnvConfig, ModelConfig, SearchConfig
+from effzero.data.acting import build_model
+from effzero.data.evaluate import EvalResult, evaluate
+from effzero.data.selfplay import env_maker
+from effzero.training import build_spec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def load_run(ckpt_path: str) -> tuple[torch.nn.Module, dict, dict]:
+    """The trained model of a checkpoint, the run config stored in it, and the checkpoint."""
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist; checkpoints are under logs/train/runs/<run>/checkpoints/")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated or not a checkpoint at all
+        raise ValueError(f"cannot read checkpoint {ckpt_path}: {error}") from None
+    if "effzero_config" not in checkpoint:
+        raise ValueError(f"{ckpt_path} was not written by effzero's train.py (it has no run config)")
+    run = checkpoint["effzero_config"]
+    env = as_config(EnvConfig, run["env"])
+    model = build_model(as_config(ModelConfig, run["model"]), build_spec(env))
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model, run, checkpoint
+
+
+def as_config(schema: type[T], values: dict) -> T:
+    """A config dataclass (nested ones included) from a plain dict, type-checked."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> EvalResult:
+    """Play `cfg.episodes` noise-free episodes with a checkpoint; log them to MLflow."""
+    model, run, checkpoint = load_run(cfg.ckpt_path)
+    env = as_config(EnvConfig, run["env"])
+    if cfg.max_episode_steps is not None:
+        env = dataclasses.replace(env, max_episode_steps=cfg.max_episode_steps)
+    search = as_config(SearchConfig, run["search"])
+    if cfg.num_simulations is not None:
+        search = dataclasses.replace(search, num_simulations=cfg.num_simulations)
+    spec = build_spec(env)
+    make_env = env_maker(env)
+    if cfg.video:
+        base = make_env
+
+        def make_env(index: int):
+            return base(index) if index else _rendering(env)
+
+    result = evaluate(model, make_env, spec, search, cfg.episodes, cfg.seed, record=cfg.video)
+    step = int(checkpoint.get("global_step", 0))
+    print(f"{cfg.ckpt_path} (step {step}): return {result.mean:.1f} ± {result.std:.1f} over {cfg.episodes} episodes")
+    print("returns:", " ".join(f"{r:.1f}" for r in result.returns))
+    if cfg.mlflow:
+        _log(cfg, run, result, step)
+    return result
+
+
+def _rendering(env: EnvConfig):
+    from effzero.envs import make_gym_env
+
+    kwargs = {} if env.max_episode_steps is None else {"max_episode_steps": env.max_episode_steps}
+    return make_gym_env(env.id, render_mode="rgb_array", **kwargs)
+
+
+def _log(cfg: DictConfig, run: dict, result: EvalResult, step: int) -> None:
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_experiment(run.get("name", "default"))
+    with mlflow.start_run(run_name=f"eval-{os.path.basename(cfg.ckpt_path)}", tags={"kind": "eval"}):
+        mlflow.log_params({"ckpt_path": cfg.ckpt_path, "episodes": cfg.episodes, "step": step})
+        mlflow.log_metrics({"eval/return_mean": result.mean, "eval/return_std": result.std}, step=step)
+        if result.frames:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, f"episode_step_{step:07d}.mp4")
+                imageio.mimsave(path, result.frames, fps=30)
+                mlflow.log_artifact(path, "videos")
+                log.info("video logged to MLflow (videos/%s)", os.path.basename(path))
+    log.info("eval run logged to MLflow experiment %r (%s)", run.get("name"), cfg.tracking_uri)

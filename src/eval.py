@@ -1,0 +1,26 @@
+"""Evaluate a checkpoint with noise-free search.
+
+    python src/eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt episodes=10 video=true
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+import hydra
+from omegaconf import DictConfig
+
+from effzero.cli import run_or_explain
+from effzero.evaluation import evaluate_checkpoint
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    return run_or_explain(evaluate_checkpoint, cfg).mean
+
+
+if __name__ == "__main__":
+    main()

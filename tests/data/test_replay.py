@@ -1,0 +1,120 @@
+"""The shared-memory replay: slot bookkeeping, sampleable windows, priorities, checkpoints."""
+
+import pytest
+import torch
+
+from effzero.data.replay import FINAL, TERMINATED, TRANSITION, Replay, ReplayLayout
+
+WINDOW = 3
+
+
+def make(lanes=2, length=16):
+    layout = ReplayLayout(lanes, length, (2,), torch.float32, (), torch.long, 3, WINDOW)
+    return Replay(layout)
+
+
+def write(replay, lane, count, start_step=0, kind=TRANSITION):
+    for i in range(count):
+        replay.append(
+            torch.tensor([lane]),
+            torch.full((1, 2), float(start_step + i)),
+            torch.tensor([i % 3]),
+            torch.tensor([1.0]),
+            torch.tensor([kind], dtype=torch.uint8),
+            torch.zeros(1),
+            torch.zeros(1, 3),
+            torch.tensor([start_step + i]),
+        )
+
+
+def sampleable(replay, lane):
+    return replay.sampleable[lane].nonzero().flatten().tolist()
+
+
+def test_a_slot_is_sampleable_once_its_window_is_written():
+    replay = make()
+    write(replay, 0, 6)
+    assert sampleable(replay, 0) == [0, 1, 2]  # slot p needs p + 1 .. p + 3 written
+    assert sampleable(replay, 1) == []
+    assert replay.written.tolist() == [6, 0]
+
+
+def test_an_ended_episode_opens_its_last_windows_and_adds_a_final_slot():
+    replay = make()
+    write(replay, 0, 5)
+    replay.kind[0, 4] = TERMINATED
+    replay.end_episodes(torch.tensor([0]), torch.full((1, 2), 99.0), torch.tensor([5]))
+    assert replay.kind[0, 5].item() == FINAL and replay.obs[0, 5].tolist() == [99.0, 99.0]
+    assert sampleable(replay, 0) == [0, 1, 2, 3, 4]  # never the final slot
+    write(replay, 0, 3, start_step=6)  # the next episode: slots 6 .. 8
+    assert sampleable(replay, 0) == [0, 1, 2, 3, 4]  # its windows are not complete yet
+    write(replay, 0, 2, start_step=9)
+    assert sampleable(replay, 0) == [0, 1, 2, 3, 4, 6, 7]
+
+
+def test_the_ring_overwrites_the_oldest_slots():
+    replay = make(lanes=1, length=8)
+    write(replay, 0, 12)
+    assert replay.written.item() == 12
+    assert replay.obs[0, :4, 0].tolist() == [8, 9, 10, 11]  # slots 0-3 hold steps 8-11
+    # Complete windows: steps 4 .. 8 (slots 4-7, 0); steps 9-11 still wait for theirs.
+    assert sampleable(replay, 0) == [0, 4, 5, 6, 7]
+    window = replay.windows(torch.tensor([0]), torch.tensor([6]))
+    assert window["obs"][0, :, 0].tolist() == [6, 7, 8, 9]  # wraps around the ring
+
+
+def test_sampling_follows_priorities_and_weights_by_importance():
+    replay = make(lanes=1, length=16)
+    write(replay, 0, 5)  # slots 0, 1 sampleable
+    replay.update_priorities(torch.tensor([0, 0]), torch.tensor([0, 1]), torch.tensor([1.0, 3.0]))
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.cat([replay.sample(1, 1.0, 1.0, generator)[1] for _ in range(4000)])
+    assert abs((draws == 1).float().mean().item() - 0.75) < 0.03
+    _, slots, weights = replay.sample(2, 1.0, 1.0, generator)
+    # P = (0.25, 0.75), N = 2: w = (N·P)^-1 / max = (2, 2/3) / 2 = (1, 1/3)
+    expected = {0: 1.0, 1: 1 / 3}
+    for slot, weight in zip(slots.tolist(), weights.tolist(), strict=True):
+        assert weight == pytest.approx(expected[slot])
+    assert replay.max_priority.item() == 3.0
+
+
+def test_new_data_enters_at_the_largest_priority():
+    replay = make()
+    write(replay, 0, 2)
+    replay.update_priorities(torch.tensor([0]), torch.tensor([0]), torch.tensor([7.0]))
+    write(replay, 1, 1)
+    assert replay.priority[1, 0].item() == 7.0
+
+
+def test_too_few_sampleable_slots_is_an_error():
+    replay = make()
+    write(replay, 0, 4)
+    with pytest.raises(ValueError, match="sampleable"):
+        replay.sample(2, 1.0, 1.0)
+
+
+def test_state_dict_round_trip_and_mismatch():
+    replay = make()
+    write(replay, 0, 7)
+    copy = make()
+    copy.load_state_dict(replay.state_dict())
+    assert torch.equal(copy.obs, replay.obs) and torch.equal(copy.sampleable, replay.sampleable)
+    with pytest.raises(ValueError, match="does not fit this run"):
+        make(length=32).load_state_dict(replay.state_dict())
+
+
+def test_memory_is_shared_with_a_child_process():
+    import torch.multiprocessing as mp
+
+    replay = make()
+    ctx = mp.get_context("spawn")
+    process = ctx.Process(target=_child_write, args=(replay,))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    assert replay.written.tolist() == [0, 5]
+    assert replay.obs[1, 4].tolist() == [4.0, 4.0]
+
+
+def _child_write(replay):
+    write(replay, 1, 5)
