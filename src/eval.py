@@ -1,6 +1,6 @@
 """Evaluate a checkpoint with noise-free search.
 
-    python src/eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt episodes=10 video=true
+python src/eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt episodes=10 video=true
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import hydra
 from omegaconf import DictConfig
 
 from effzero.cli import run_or_explain
+from effzero.config import register_schemas
 from effzero.evaluation import evaluate_checkpoint
+
+register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")

@@ -188,7 +188,8 @@ class EZAgent(L.LightningModule):
         for group in ("env", "model"):
             if self.run_config is not None and saved.get(group) != self.run_config.get(group):
                 differ = sorted(
-                    k for k in set(saved.get(group, {})) | set(self.run_config[group])
+                    k
+                    for k in set(saved.get(group, {})) | set(self.run_config[group])
                     if saved.get(group, {}).get(k) != self.run_config[group].get(k)
                 )
                 raise ValueError(

@@ -72,7 +72,11 @@ class InterruptCheckpoint(L.Callback):
     def __init__(self, dirpath: str):
         self.dirpath = dirpath
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.global_step == 0:
+            return  # nothing learnt yet (e.g. the error came while restoring a checkpoint)
         path = os.path.join(self.dirpath, "interrupted.ckpt")
         trainer.save_checkpoint(path)
         rank_zero_info(f"saved {path} after {type(exception).__name__}; resume with ckpt_path={path}")

@@ -8,17 +8,43 @@ these dataclasses (`OmegaConf.to_object`), never raw dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
+class EnvKind(str, Enum):
+    gym = "gym"
+
+
+class ModelKind(str, Enum):
+    proprio = "proprio"
+
+
+class SearchKind(str, Enum):
+    gumbel = "gumbel"
+    puct = "puct"
+
+
+class ValueTarget(str, Enum):
+    td = "td"
+    sve = "sve"
+    mixed = "mixed"
+
+
+class OptimName(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
 @dataclass
 class EnvConfig:
     """The environment and its benchmark protocol."""
 
-    kind: str = "gym"  # gym: any gymnasium env with vector observations
+    kind: EnvKind = EnvKind.gym  # gym: any gymnasium env with vector observations
     id: str = MISSING  # gymnasium id, e.g. CartPole-v1
     discount: float = 0.997  # per agent step
     max_episode_steps: int | None = None  # None keeps the env's own time limit
@@ -38,7 +64,7 @@ class SupportConfig:
 class ModelConfig:
     """World-model sizes (EZ-V2's proprio family for vector observations)."""
 
-    kind: str = "proprio"
+    kind: ModelKind = ModelKind.proprio
     hidden: int = 128
     rep_hidden: int = 256
     dyn_hidden: int = 256
@@ -56,7 +82,7 @@ class ModelConfig:
 class SearchConfig:
     """Tree search used to act and to reanalyse."""
 
-    kind: str = "gumbel"  # gumbel | puct (discrete actions)
+    kind: SearchKind = SearchKind.gumbel  # gumbel | puct (discrete actions)
     num_simulations: int = 16
     max_considered: int = 16  # Gumbel-top-m at the root
     c_visit: float = 50.0
@@ -78,7 +104,7 @@ class AlgoConfig:
     name: str = "ezv2"
     unroll_steps: int = 5
     td_steps: int = 5
-    value_target: str = "mixed"  # td | sve | mixed
+    value_target: ValueTarget = ValueTarget.mixed
     mixed_t1: int = 40_000  # learner step before which the value target is TD only
     mixed_t2: int = 20_000  # the newest T2 transitions keep TD targets
     reward_coef: float = 1.0
@@ -92,7 +118,7 @@ class AlgoConfig:
 class OptimConfig:
     """Optimiser and the warm-up + step-decay learning-rate schedule."""
 
-    name: str = "adam"  # adam | adamw | sgd
+    name: OptimName = OptimName.adam
     lr: float = 3e-4
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0

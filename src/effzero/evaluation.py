@@ -26,7 +26,9 @@ T = TypeVar("T")
 def load_run(ckpt_path: str) -> tuple[torch.nn.Module, dict, dict]:
     """The trained model of a checkpoint, the run config stored in it, and the checkpoint."""
     if not os.path.isfile(ckpt_path):
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist; checkpoints are under logs/train/runs/<run>/checkpoints/")
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path} does not exist; checkpoints are under logs/train/runs/<run>/checkpoints/"
+        )
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as error:  # truncated or not a checkpoint at all
@@ -36,7 +38,9 @@ def load_run(ckpt_path: str) -> tuple[torch.nn.Module, dict, dict]:
     run = checkpoint["effzero_config"]
     env = as_config(EnvConfig, run["env"])
     model = build_model(as_config(ModelConfig, run["model"]), build_spec(env))
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    state = {
+        k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
+    }
     model.load_state_dict(state)
     return model, run, checkpoint
 
@@ -65,7 +69,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvalResult:
 
     result = evaluate(model, make_env, spec, search, cfg.episodes, cfg.seed, record=cfg.video)
     step = int(checkpoint.get("global_step", 0))
-    print(f"{cfg.ckpt_path} (step {step}): return {result.mean:.1f} ± {result.std:.1f} over {cfg.episodes} episodes")
+    print(
+        f"{cfg.ckpt_path} (step {step}): return {result.mean:.1f} ± {result.std:.1f} over {cfg.episodes} episodes"
+    )
     print("returns:", " ".join(f"{r:.1f}" for r in result.returns))
     if cfg.mlflow:
         _log(cfg, run, result, step)

@@ -77,7 +77,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _loggable(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config without Hydra's own node, for MLflow params."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     container.pop("hydra", None)
     return container
 

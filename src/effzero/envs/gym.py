@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any
 
 import gymnasium
@@ -64,7 +65,8 @@ def make_gym_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gymnasi
     """Make a registered gymnasium env whose observations are flat float32 vectors.
 
     Args:
-        env_id: a gymnasium registry id, e.g. 'CartPole-v1' or 'Pendulum-v1'.
+        env_id: a gymnasium registry id, e.g. 'CartPole-v1' or 'Pendulum-v1', or
+            'module:EnvId' to import the module that registers EnvId first.
         seed: if given, the env is reset once with it (and its action space seeded), so that a
             caller's later `reset()` without a seed continues a reproducible stream.
         **kwargs: passed to `gymnasium.make` (e.g. `max_episode_steps=5`).
@@ -76,6 +78,12 @@ def make_gym_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gymnasi
         ValueError: an unknown id (with close matches) or an unsupported observation/action space.
         ImportError: the env needs an optional dependency that is not installed.
     """
+    if ":" in env_id:  # "module:EnvId": importing the module registers the env
+        module, _, env_id = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            raise ValueError(f"env.id {module}:{env_id}: cannot import module {module!r} ({error})") from None
     if env_id not in gymnasium.registry:
         raise ValueError(_unknown_id_message(env_id))
     try:

@@ -1,0 +1,46 @@
+"""Run the real entry points in subprocesses, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ("experiment=cartpole", "debug=smoke", "trainer.enable_progress_bar=false")
+
+
+def command(script: str, log_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, f"src/{script}.py", f"paths.log_dir={log_dir}", *overrides]
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)  # so workers can import tests.faults
+    env.pop("EFFZERO_DEBUG", None)
+    return env
+
+
+def run(script: str, log_dir: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command(script, log_dir, *overrides),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment(),
+    )
+
+
+def checkpoints(log_dir: Path, task: str = "debug") -> list[Path]:
+    return sorted(log_dir.glob(f"{task}/runs/*/checkpoints/*.ckpt"))
+
+
+def mlflow_runs(log_dir: Path, experiment: str = "cartpole"):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{log_dir}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r} in {log_dir}"
+    return client, client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])

@@ -1,0 +1,124 @@
+"""Faults during a run: a worker that raises, a worker killed, the learner killed or interrupted."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from tests.integration.helpers import ROOT, SMOKE, checkpoints, command, environment, run
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(condition, timeout: float, poll: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def workers_of(process: subprocess.Popen) -> list[int]:
+    # The spawn start method adds a resource tracker; the workers are the other children.
+    assert wait_for(lambda: len(children(process.pid)) >= 3, 60), "workers did not start"
+    return children(process.pid)
+
+
+def test_a_worker_that_raises_stops_the_run_with_its_traceback(tmp_path):
+    start = time.monotonic()
+    result = run("train", tmp_path, *SMOKE, "env.id=tests.faults:ExplodingCartPole-v0", timeout=180)
+    assert result.returncode == 1
+    assert "worker 'selfplay-0-0' died" in result.stderr
+    assert "RuntimeError: ExplodingCartPole: injected fault" in result.stderr
+    assert "(set EFFZERO_DEBUG=1 for the full traceback)" in result.stderr
+    assert time.monotonic() - start < 120
+
+
+def test_a_killed_worker_stops_the_run_within_seconds(tmp_path):
+    process = subprocess.Popen(
+        command("train", tmp_path, *SMOKE, "data.total_env_steps=100000", "trainer.max_steps=100000"),
+        cwd=ROOT,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = workers_of(process)
+        time.sleep(5)
+        killed_at = time.monotonic()
+        for pid in pids:
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text() and alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                break
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    assert time.monotonic() - killed_at < 30
+    assert "died" in stderr and "exit code -9" in stderr
+
+
+def test_sigkill_of_the_learner_leaves_a_resumable_checkpoint_and_no_orphans(tmp_path):
+    long_run = ("data.total_env_steps=100000", "trainer.max_steps=100000", "trainer.limit_train_batches=10")
+    process = subprocess.Popen(
+        command("train", tmp_path, *SMOKE, *long_run),
+        cwd=ROOT,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pids = workers_of(process)
+    assert wait_for(lambda: any(p.name == "last.ckpt" for p in checkpoints(tmp_path)), 120)
+    time.sleep(1)
+    process.kill()
+    process.wait(10)
+    assert wait_for(lambda: not any(alive(pid) for pid in pids), 15), "workers outlived the learner"
+    last = next(p for p in checkpoints(tmp_path) if p.name == "last.ckpt")
+    step = torch.load(last, weights_only=False)["global_step"]
+    resumed = run(
+        "train", tmp_path, *SMOKE, *long_run[:1], f"trainer.max_steps={step + 10}", f"ckpt_path={last}"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def test_ctrl_c_writes_a_checkpoint_and_ends(tmp_path):
+    process = subprocess.Popen(
+        command("train", tmp_path, *SMOKE, "data.total_env_steps=100000", "trainer.max_steps=100000"),
+        cwd=ROOT,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pids = workers_of(process)
+    time.sleep(8)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    interrupted = [p for p in checkpoints(tmp_path) if p.name == "interrupted.ckpt"]
+    assert interrupted, "no checkpoint after Ctrl-C"
+    assert torch.load(interrupted[0], weights_only=False)["global_step"] > 0
+    assert wait_for(lambda: not any(alive(pid) for pid in pids), 15)
