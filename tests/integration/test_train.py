@@ -36,8 +36,8 @@ def test_resume_restores_weights_counters_and_replay(tmp_path):
     last = next(p for p in checkpoints(tmp_path) if p.name == "last.ckpt")
     saved = torch.load(last, weights_only=False)
     assert saved["global_step"] == 30
-    env_steps = int(saved["ReplayDataModule"]["counters"][0])
-    replay = saved["ReplayDataModule"]["replay"]
+    env_steps = int(saved["ReplayDataModule"]["shards"][0]["counters"][0])
+    replay = saved["ReplayDataModule"]["shards"][0]["replay"]
     assert env_steps >= 500 and int(replay["written"].sum()) >= env_steps  # final-observation slots too
 
     second = run("train", tmp_path, *SMOKE, *budget, "trainer.max_steps=60", f"ckpt_path={last}")
@@ -49,8 +49,8 @@ def test_resume_restores_weights_counters_and_replay(tmp_path):
     resumed = torch.load(latest, weights_only=False)
     assert resumed["global_step"] == 60
     # Collection continued from the saved count, and the old transitions are still there.
-    assert int(resumed["ReplayDataModule"]["counters"][0]) > env_steps
-    old, new = replay["obs"], resumed["ReplayDataModule"]["replay"]["obs"]
+    assert int(resumed["ReplayDataModule"]["shards"][0]["counters"][0]) > env_steps
+    old, new = replay["obs"], resumed["ReplayDataModule"]["shards"][0]["replay"]["obs"]
     lanes_written = replay["written"]
     for lane, count in enumerate(lanes_written.tolist()):
         assert torch.equal(old[lane, :count], new[lane, :count])
@@ -72,3 +72,18 @@ def test_eval_script_replays_a_checkpoint_and_logs_a_video(tmp_path):
     assert evaluation.data.tags.get("kind") == "eval" and "eval/return_mean" in evaluation.data.metrics
     videos = client.list_artifacts(evaluation.info.run_id, "videos")
     assert videos and videos[0].path.endswith(".mp4")
+
+
+def test_two_process_ddp_on_cpu_keeps_a_replay_shard_per_rank(tmp_path):
+    ddp = ("trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
+    result = run("train", tmp_path, *SMOKE, *ddp, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = next(p for p in checkpoints(tmp_path) if p.name == "last.ckpt")
+    shards = torch.load(last, weights_only=False)["ReplayDataModule"]["shards"]
+    assert len(shards) == 2
+    # Each rank collected its own half of the budget with its own seed.
+    steps = [int(s["counters"][0]) for s in shards]
+    assert all(300 <= n <= 400 for n in steps), steps
+    assert not torch.equal(shards[0]["replay"]["obs"], shards[1]["replay"]["obs"])
+    _, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 1  # one MLflow run, from rank 0

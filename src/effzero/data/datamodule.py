@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from effzero.config import AlgoConfig, DataConfig, EnvConfig, ModelConfig, SearchConfig
@@ -49,8 +50,23 @@ class ReplayDataModule(L.LightningDataModule):
             self.pipeline.stop()
 
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.pipeline is None else self.pipeline.state_dict()
+        """Every rank's replay shard and counters (gathered, since only rank 0 writes the file)."""
+        if self.pipeline is None:
+            return {}
+        local = self.pipeline.state_dict()
+        if self.trainer.world_size == 1:
+            return {"shards": [local]}
+        shards: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(shards, local)
+        return {"shards": shards}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            self.pipeline.load_state_dict(state)
+        if not state:
+            return
+        shards = state["shards"]
+        if len(shards) != self.trainer.world_size:
+            raise ValueError(
+                f"the checkpoint holds {len(shards)} replay shard(s), one per rank of its run; "
+                f"resume it with trainer.devices={len(shards)}"
+            )
+        self.pipeline.load_state_dict(shards[self.trainer.global_rank])
