@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import time
@@ -19,6 +20,9 @@ from effzero.data.selfplay import SelfPlayJob, run_selfplay
 from effzero.data.shared import Counters, SharedWeights
 from effzero.data.workers import CONTEXT, WorkerSet
 from effzero.envs import EnvSpec
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,14 @@ class Pipeline:
                 "available; lower data.capacity or data.total_env_steps (or use a machine with more RAM)"
             )
         self.replay = Replay(layout)
+        log.info(
+            "replay (rank %d): %d lanes × %d slots = %d transitions, %.1f MiB of shared memory",
+            rank.rank,
+            layout.lanes,
+            layout.lane_length,
+            layout.capacity,
+            layout.nbytes() / 2**20,
+        )
         self.weights = SharedWeights(template)
         self.target_weights = SharedWeights(template)
         world = rank.world_size
