@@ -21,7 +21,6 @@ from effzero.data.shared import Counters, SharedWeights
 from effzero.data.workers import CONTEXT, WorkerSet
 from effzero.envs import EnvSpec
 
-
 log = logging.getLogger(__name__)
 
 
