@@ -18,8 +18,8 @@ from effzero.envs import EnvSpec
 class Evaluation(L.Callback):
     """Every `every` learner steps and at the end of training, play `episodes` episodes.
 
-    Logs `eval/return_mean`, `eval/return_std` and `eval/length_mean` at the learner step
-    (rank 0 only); `latest` holds the last result.
+    Logs `eval/return_mean`, `eval/return_std`, `eval/length_mean` and `eval/env_steps` at
+    the learner step (rank 0 only); `latest` holds the last result.
     """
 
     def __init__(
@@ -54,6 +54,7 @@ class Evaluation(L.Callback):
         self.latest = result
         metrics = {"eval/return_mean": result.mean, "eval/return_std": result.std}
         metrics["eval/length_mean"] = sum(result.lengths) / len(result.lengths)
+        metrics["eval/env_steps"] = float(pl_module.pipeline.counters.env_steps * trainer.world_size)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
