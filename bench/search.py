@@ -1,18 +1,22 @@
 """Search speed: simulations per second of `gumbel_search` against the peers, same machine.
 
-    python bench/search.py                 # ours, then the peers whose environments exist
-    python bench/search.py --reps 21 --peers ../shared/peers
+    python bench/search.py                 # ours and the peers whose environments exist, interleaved
+    python bench/search.py --rounds 5 --peers ../shared/peers
 
 The model has the shape of the peer scripts in `../shared/peers/` (latent 64, MLP dynamics
 82→128→64, linear heads; A = 18, N = 16, m = 8); it runs under bf16 autocast on a GPU.
 The peers run in their own environments (`.peers/mctx`, `.peers/lightzero`, see
 `../shared/peers/README.md`); a missing one is skipped with a note. On a GPU the script also
 times 16 bare model calls at each batch size: the search's bar is 2× that.
+
+The machine's speed drifts (shared cores), so ours and each peer are timed in `--rounds`
+interleaved rounds and every figure is the median over rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import subprocess
@@ -63,7 +67,7 @@ def median_time(fn, reps: int, sync) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def bench_ours(device: str, batches: list[int], reps: int) -> dict[int, float]:
+def bench_ours(device: str, batches: list[int], reps: int, verbose: bool = True) -> dict[int, float]:
     torch.manual_seed(0)
     model = BenchModel().to(device).eval()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -86,21 +90,19 @@ def bench_ours(device: str, batches: list[int], reps: int) -> dict[int, float]:
 
         t_search, t_model = median_time(search, reps, sync), median_time(model_only, reps, sync)
         results[batch] = batch * N / t_search
-        print(
-            f"effzero_gumbel B={batch} N={N} A={A} device={device} ms_per_search={t_search * 1e3:.1f} "
-            f"sims_per_s={results[batch]:.0f} model_calls_ms={t_model * 1e3:.1f} "
-            f"search/model={t_search / t_model:.2f}",
-            flush=True,
-        )
+        if verbose:
+            print(
+                f"effzero_gumbel B={batch} N={N} A={A} device={device} ms_per_search={t_search * 1e3:.1f} "
+                f"sims_per_s={results[batch]:.0f} model_calls_ms={t_model * 1e3:.1f} "
+                f"search/model={t_search / t_model:.2f}",
+                flush=True,
+            )
     return results
 
 
 def bench_peer(name: str, peers_dir: Path) -> dict[int, float]:
     script, python, args = PEERS[name]
     interpreter = ROOT / python
-    if not interpreter.exists():
-        print(f"# {name}: no environment at {interpreter} (see {peers_dir / 'README.md'}); skipped")
-        return {}
     proc = subprocess.run(
         [str(interpreter), str(peers_dir / script), *args], capture_output=True, text=True, check=False
     )
@@ -109,18 +111,24 @@ def bench_peer(name: str, peers_dir: Path) -> dict[int, float]:
         return {}
     results = {}
     for line in proc.stdout.splitlines():
-        print(line, flush=True)
         match = re.search(r"B=(\d+) .*sims_per_s=(\d+)", line)
         if match:
             results[int(match.group(1))] = float(match.group(2))
     return results
 
 
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--reps", type=int, default=21, help="timed searches per batch size (median)")
+    parser.add_argument(
+        "--reps", type=int, default=21, help="timed searches per batch size and round (median)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of ours and each peer")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers")
     parser.add_argument("--no-peers", action="store_true")
@@ -128,16 +136,34 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cpu = platform.processor() or platform.machine()
     print(
-        f"# machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"python {sys.version.split()[0]}"
+        f"# machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, python {sys.version.split()[0]}"
     )
     batches = [16, 256, 1536]
-    ours = bench_ours("cpu", batches, args.reps)
-    peers = {} if args.no_peers else {name: bench_peer(name, args.peers) for name in PEERS}
-    for name, figures in peers.items():
-        for batch, sims in figures.items():
-            if batch in ours:
-                print(f"ratio effzero/{name} B={batch}: {ours[batch] / sims:.2f}")
+    peers = [] if args.no_peers else [p for p in PEERS if (ROOT / PEERS[p][1]).exists()]
+    for name in set(PEERS) - set(peers):
+        if not args.no_peers:
+            print(
+                f"# {name}: no environment at {ROOT / PEERS[name][1]} (see {args.peers / 'README.md'}); skipped"
+            )
+    rounds: dict[str, list[dict[int, float]]] = {"effzero": [], **{p: [] for p in peers}}
+    for r in range(args.rounds):
+        rounds["effzero"].append(bench_ours("cpu", batches, args.reps, verbose=r == args.rounds - 1))
+        for name in peers:
+            rounds[name].append(bench_peer(name, args.peers))
+    figures = {
+        name: {b: median([f[b] for f in runs if b in f]) for b in batches if any(b in f for f in runs)}
+        for name, runs in rounds.items()
+    }
+    print(f"# sims/s, median of {args.rounds} interleaved rounds")
+    for name, by_batch in figures.items():
+        print(f"{name:10s} " + "  ".join(f"B={b}: {v:9.0f}" for b, v in by_batch.items()))
+    for name in peers:
+        for batch in batches:
+            if batch in figures[name]:
+                print(
+                    f"ratio effzero/{name} B={batch}: {figures['effzero'][batch] / figures[name][batch]:.2f}"
+                )
     if torch.cuda.is_available():
         print(f"# gpu: {torch.cuda.get_device_name()}")
         bench_ours("cuda", batches, args.reps)
