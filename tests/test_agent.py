@@ -5,23 +5,12 @@ import math
 import torch
 
 from effzero.agent import EZAgent, lr_factor, scale_gradient
-from effzero.config import AlgoConfig, DataConfig, ModelConfig, OptimConfig, SupportConfig
+from effzero.config import AlgoConfig, DataConfig, OptimConfig
 from effzero.envs import EnvSpec
+from tests.small import small_model
 
 SPEC = EnvSpec("toy", (4,), "float32", "discrete", 3, 0, (), (), 0.9, None)
-SMALL = ModelConfig(
-    hidden=16,
-    rep_hidden=16,
-    dyn_hidden=16,
-    action_embed=8,
-    head_hidden=[16],
-    num_blocks=1,
-    proj_hidden=16,
-    proj_dim=8,
-    pred_hidden=16,
-    value_support=SupportConfig(-20, 20, 15),
-    reward_support=SupportConfig(-2, 2, 9),
-)
+SMALL = small_model()
 
 
 def test_lr_schedule_warms_up_then_steps_down():

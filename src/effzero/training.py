@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     spec = build_spec(conf.env)
     agent = EZAgent(conf.model, conf.algo, conf.optim, conf.data, spec)
     agent.run_config = _loggable(cfg)
-    datamodule = ReplayDataModule(conf.env, conf.model, conf.search, conf.algo, conf.data, spec, conf.seed)
+    datamodule = ReplayDataModule(conf, spec)
     eval_env = conf.env
     if conf.eval.max_episode_steps is not None:
         eval_env = dataclasses.replace(conf.env, max_episode_steps=conf.eval.max_episode_steps)

@@ -3,27 +3,16 @@
 import pytest
 import torch
 
-from effzero.config import AlgoConfig, ModelConfig, SearchConfig, SupportConfig, ValueTarget
+from effzero.config import AlgoConfig, SearchConfig, ValueTarget
 from effzero.data.acting import build_model
 from effzero.data.reanalyse import make_batch
 from effzero.data.replay import TERMINATED, TRANSITION, Replay, ReplayLayout
 from effzero.envs import EnvSpec
+from tests.small import small_model
 
 SPEC = EnvSpec("toy", (3,), "float32", "discrete", 2, 0, (), (), 0.9, None)
 ALGO = AlgoConfig(unroll_steps=2, td_steps=2, value_target=ValueTarget.td)
-SMALL = ModelConfig(
-    hidden=16,
-    rep_hidden=16,
-    dyn_hidden=16,
-    action_embed=8,
-    head_hidden=[16],
-    num_blocks=1,
-    proj_hidden=16,
-    proj_dim=8,
-    pred_hidden=16,
-    value_support=SupportConfig(-50, 50, 21),
-    reward_support=SupportConfig(-2, 2, 11),
-)
+SMALL = small_model(value=(-50, 50, 21), reward=(-2, 2, 11))
 
 
 def filled_replay() -> Replay:

@@ -44,3 +44,16 @@ def mlflow_runs(log_dir: Path, experiment: str = "cartpole"):
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment!r} in {log_dir}"
     return client, client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def start(script: str, log_dir: Path, *overrides: str, output: bool = True) -> subprocess.Popen:
+    """Start an entry point in the background (for tests that signal or kill it)."""
+    stream = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(
+        command(script, log_dir, *overrides),
+        cwd=ROOT,
+        env=environment(),
+        stdout=stream,
+        stderr=stream,
+        text=True,
+    )

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
-from tests.integration.helpers import ROOT, SMOKE, checkpoints, command, environment, run
+from tests.integration.helpers import SMOKE, checkpoints, run, start
+
+ENDLESS = ("data.total_env_steps=100000", "trainer.max_steps=100000")
 
 
 def children(pid: int) -> list[int]:
@@ -58,14 +60,7 @@ def test_a_worker_that_raises_stops_the_run_with_its_traceback(tmp_path):
 
 
 def test_a_killed_worker_stops_the_run_within_seconds(tmp_path):
-    process = subprocess.Popen(
-        command("train", tmp_path, *SMOKE, "data.total_env_steps=100000", "trainer.max_steps=100000"),
-        cwd=ROOT,
-        env=environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start("train", tmp_path, *SMOKE, *ENDLESS)
     try:
         pids = workers_of(process)
         time.sleep(5)
@@ -83,14 +78,8 @@ def test_a_killed_worker_stops_the_run_within_seconds(tmp_path):
 
 
 def test_sigkill_of_the_learner_leaves_a_resumable_checkpoint_and_no_orphans(tmp_path):
-    long_run = ("data.total_env_steps=100000", "trainer.max_steps=100000", "trainer.limit_train_batches=10")
-    process = subprocess.Popen(
-        command("train", tmp_path, *SMOKE, *long_run),
-        cwd=ROOT,
-        env=environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    long_run = (*ENDLESS, "trainer.limit_train_batches=10")
+    process = start("train", tmp_path, *SMOKE, *long_run, output=False)
     pids = workers_of(process)
     assert wait_for(lambda: any(p.name == "last.ckpt" for p in checkpoints(tmp_path)), 120)
     time.sleep(1)
@@ -106,14 +95,7 @@ def test_sigkill_of_the_learner_leaves_a_resumable_checkpoint_and_no_orphans(tmp
 
 
 def test_ctrl_c_writes_a_checkpoint_and_ends(tmp_path):
-    process = subprocess.Popen(
-        command("train", tmp_path, *SMOKE, "data.total_env_steps=100000", "trainer.max_steps=100000"),
-        cwd=ROOT,
-        env=environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start("train", tmp_path, *SMOKE, *ENDLESS)
     pids = workers_of(process)
     time.sleep(8)
     process.send_signal(signal.SIGINT)

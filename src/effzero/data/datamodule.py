@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from effzero.config import AlgoConfig, DataConfig, EnvConfig, ModelConfig, SearchConfig
+from effzero.config import TrainConfig
 from effzero.data.pipeline import BatchStream, Pipeline, RankInfo
 from effzero.envs import EnvSpec
 
@@ -19,19 +19,9 @@ class ReplayDataModule(L.LightningDataModule):
     The agent (the LightningModule) publishes weights and priorities through `pipeline`.
     """
 
-    def __init__(
-        self,
-        env: EnvConfig,
-        model: ModelConfig,
-        search: SearchConfig,
-        algo: AlgoConfig,
-        data: DataConfig,
-        spec: EnvSpec,
-        seed: int,
-    ):
+    def __init__(self, run: TrainConfig, spec: EnvSpec):
         super().__init__()
-        self.configs = (env, model, search, algo, data)
-        self.spec, self.seed = spec, seed
+        self.run, self.spec = run, spec
         self.pipeline: Pipeline | None = None
 
     def setup(self, stage: str) -> None:
@@ -39,7 +29,7 @@ class ReplayDataModule(L.LightningDataModule):
             return
         agent = self.trainer.lightning_module
         rank = RankInfo(self.trainer.global_rank, self.trainer.world_size)
-        self.pipeline = Pipeline(*self.configs, self.spec, agent.model, self.seed, rank)
+        self.pipeline = Pipeline(self.run, self.spec, agent.model, rank)
 
     def train_dataloader(self) -> DataLoader:
         agent = self.trainer.lightning_module

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset
 
-from effzero.config import AlgoConfig, DataConfig, EnvConfig, ModelConfig, SearchConfig
+from effzero.config import AlgoConfig, DataConfig, EnvConfig, TrainConfig
 from effzero.data.reanalyse import ReanalyseJob, run_reanalyse
 from effzero.data.replay import Replay, ReplayLayout
 from effzero.data.selfplay import SelfPlayJob, run_selfplay
@@ -67,28 +67,17 @@ def replay_layout(
 class Pipeline:
     """Replay + self-play and reanalyse workers of one rank, feeding a bounded batch queue."""
 
-    def __init__(
-        self,
-        env: EnvConfig,
-        model: ModelConfig,
-        search: SearchConfig,
-        algo: AlgoConfig,
-        data: DataConfig,
-        spec: EnvSpec,
-        template: nn.Module,
-        seed: int,
-        rank: RankInfo = RankInfo(),
-    ):
-        self.env, self.model, self.search, self.algo, self.data, self.spec = (
-            env,
-            model,
-            search,
-            algo,
-            data,
-            spec,
+    def __init__(self, run: TrainConfig, spec: EnvSpec, template: nn.Module, rank: RankInfo = RankInfo()):
+        self.env, self.model, self.search, self.algo, self.data = (
+            run.env,
+            run.model,
+            run.search,
+            run.algo,
+            run.data,
         )
-        self.seed, self.rank = seed + 1000 * rank.rank, rank
-        layout = replay_layout(data, env, algo, spec, rank.world_size)
+        self.spec, self.seed, self.rank = spec, run.seed + 1000 * rank.rank, rank
+        data = run.data
+        layout = replay_layout(data, run.env, run.algo, spec, rank.world_size)
         free = available_memory()
         if free is not None and layout.nbytes() > 0.8 * free:
             raise MemoryError(
