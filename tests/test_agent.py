@@ -57,7 +57,7 @@ def test_losses_match_an_independent_unroll():
         torch.nn.init.normal_(p, std=0.3)
     b = 5
     batch = {
-        "obs": torch.randn(b, unroll + 1, 4),
+        "frames": torch.randn(b, unroll + 1, 4),
         "action": torch.randint(0, 3, (b, unroll)),
         "reward": torch.rand(b, unroll),
         "reward_mask": torch.tensor([[1.0, 1.0]] * 4 + [[1.0, 0.0]]),
@@ -69,7 +69,7 @@ def test_losses_match_an_independent_unroll():
     }
     losses, value0 = agent.losses(batch)
     with torch.no_grad():
-        state, v_logits, p_logits = model.initial_inference(batch["obs"][:, 0])
+        state, v_logits, p_logits = model.initial_inference(batch["frames"][:, 0])
         value = two_hot_ce(v_logits, batch["value"][:, 0], -20, 20, 15)
         policy = -(batch["policy"][:, 0] * torch.log_softmax(p_logits, -1)).sum(-1)
         reward = torch.zeros(b)
@@ -83,7 +83,7 @@ def test_losses_match_an_independent_unroll():
             )
             value += two_hot_ce(v_logits, batch["value"][:, k], -20, 20, 15)
             policy += -(batch["policy"][:, k] * torch.log_softmax(p_logits, -1)).sum(-1)
-            future = model.project(model.initial_inference(batch["obs"][:, k])[0], with_predictor=False)
+            future = model.project(model.initial_inference(batch["frames"][:, k])[0], with_predictor=False)
             predicted = model.project(state, with_predictor=True)
             cos = (predicted * future).sum(-1) / (predicted.norm(dim=-1) * future.norm(dim=-1))
             consistency -= cos

@@ -13,7 +13,9 @@ from torch import Tensor
 
 from effzero.config import AlgoConfig, DataConfig, ModelConfig, OptimConfig
 from effzero.data.acting import build_model
+from effzero.data.replay import stack_frames
 from effzero.envs import EnvSpec
+from effzero.nets import policy as squashed
 
 
 def scale_gradient(x: Tensor, scale: float) -> Tensor:
@@ -103,6 +105,7 @@ class EZAgent(L.LightningModule):
             + algo.value_coef * losses["value"]
             + algo.policy_coef * losses["policy"]
             + algo.consistency_coef * losses["consistency"]
+            + algo.entropy_coef * losses.get("entropy", 0.0)
         )
         loss = (batch["weight"] * per_sample).mean()
         with torch.no_grad():
@@ -117,13 +120,12 @@ class EZAgent(L.LightningModule):
     def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
         """Per-sample loss terms [B] summed over the unroll, and the decoded value at k = 0 [B]."""
         model, unroll = self.model, self.algo.unroll_steps
-        obs, action = batch["obs"], batch["action"]
+        obs, action = stack_frames(batch["frames"], self.spec.frame_stack), batch["action"]
+        value_ce, reward_ce = model.value_support.cross_entropy, model.reward_support.cross_entropy
         state, value_logits, policy = model.initial_inference(obs[:, 0])
         value0 = model.value_support.to_scalar(value_logits.detach())
-        value = (
-            model.value_support.cross_entropy(value_logits, batch["value"][:, 0]) * batch["value_mask"][:, 0]
-        )
-        policy_loss = self._policy_loss(policy, batch["policy"][:, 0]) * batch["policy_mask"][:, 0]
+        value = value_ce(value_logits, batch["value"][:, 0]) * batch["value_mask"][:, 0]
+        policy_loss, entropy = self._policy_terms(policy, batch, 0)
         reward = torch.zeros_like(value)
         consistency = torch.zeros_like(value)
         if self.algo.consistency_coef > 0:
@@ -136,27 +138,38 @@ class EZAgent(L.LightningModule):
             )
             state = scale_gradient(state, self.algo.latent_grad_scale)
             reward = (
-                reward
-                + model.reward_support.cross_entropy(reward_logits, batch["reward"][:, k - 1])
-                * (batch["reward_mask"][:, k - 1])
+                reward + reward_ce(reward_logits, batch["reward"][:, k - 1]) * batch["reward_mask"][:, k - 1]
             )
-            value = (
-                value
-                + model.value_support.cross_entropy(value_logits, batch["value"][:, k])
-                * (batch["value_mask"][:, k])
-            )
-            policy_loss = (
-                policy_loss + self._policy_loss(policy, batch["policy"][:, k]) * batch["policy_mask"][:, k]
-            )
+            value = value + value_ce(value_logits, batch["value"][:, k]) * batch["value_mask"][:, k]
+            step_policy, step_entropy = self._policy_terms(policy, batch, k)
+            policy_loss, entropy = policy_loss + step_policy, entropy + step_entropy
             if self.algo.consistency_coef > 0:
                 predicted = model.project(state, with_predictor=True)
                 cosine = F.cosine_similarity(predicted, targets[:, k - 1], dim=-1)
                 consistency = consistency - cosine * batch["consistency_mask"][:, k - 1]
-        return {"reward": reward, "value": value, "policy": policy_loss, "consistency": consistency}, value0
+        losses = {"reward": reward, "value": value, "policy": policy_loss, "consistency": consistency}
+        if not self.spec.is_discrete:
+            losses["entropy"] = -entropy  # minimised: a bonus on the entropy
+        return losses, value0
 
-    def _policy_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy of the policy logits [B, A] against the search's improved policy [B, A]."""
-        return -(target * F.log_softmax(logits.float(), -1)).sum(-1)
+    def _policy_terms(self, policy: Tensor, batch: dict[str, Tensor], k: int) -> tuple[Tensor, Tensor]:
+        """Masked policy loss and policy entropy [B] at unroll position k.
+
+        Discrete: cross-entropy against the improved policy. Continuous (EZ-V2): with 1-D
+        actions the cross-entropy over the K sampled candidates, −Σ π′(a_i) log p(a_i);
+        otherwise −log p(a*) of the search's chosen candidate.
+        """
+        mask = batch["policy_mask"][:, k]
+        if self.spec.is_discrete:
+            loss = -(batch["policy"][:, k] * F.log_softmax(policy.float(), -1)).sum(-1)
+            return loss * mask, torch.zeros_like(mask)
+        if self.spec.action_dim == 1:
+            loss = -(batch["policy"][:, k] * squashed.log_prob(policy, batch["candidates"][:, k])).sum(-1)
+        else:
+            loss = -squashed.log_prob(policy, batch["best_action"][:, k, None])[:, 0]
+        if self.algo.entropy_coef == 0:
+            return loss * mask, torch.zeros_like(mask)
+        return loss * mask, squashed.entropy(policy, self.algo.entropy_samples) * mask
 
     # ------------------------------------------------------------------ optimiser
 

@@ -89,6 +89,12 @@ class SearchConfig:
     c_scale: float = 0.1
     min_spread: float = 0.01  # smallest max - min of the Q normalisation
     noise_in_reanalyse: bool = True  # Gumbel noise in reanalysis searches (EZ-V2: on)
+    # continuous actions: K = k_policy + k_wide root candidates (k_wide from σ × std_magnification)
+    k_policy: int = 4
+    k_wide: int = 12
+    std_magnification: float = 3.0
+    k_interior: int = 2  # children drawn from the policy at every other node
+    continuous_noise: bool = False  # Gumbel noise over candidates (EZ-V2: none; exploration = widening)
     # pUCT (MuZero, EfficientZero V1)
     c1: float = 1.25
     c2: float = 19652.0
@@ -111,6 +117,8 @@ class AlgoConfig:
     value_coef: float = 0.25
     policy_coef: float = 1.0
     consistency_coef: float = 2.0
+    entropy_coef: float = 0.0  # continuous policies: bonus on the policy's entropy (EZ-V2 DMC: 5e-2 / 5e-3)
+    entropy_samples: int = 256  # Monte-Carlo samples of that entropy
     latent_grad_scale: float = 0.5  # gradient into each unrolled latent
 
 

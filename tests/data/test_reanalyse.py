@@ -44,7 +44,7 @@ def test_batch_windows_masks_and_td_targets():
     model = build_model(SMALL, SPEC).eval()
     search = SearchConfig(num_simulations=4, max_considered=2)
     batch = make_batch(replay, model, SPEC, search, ALGO, 8, 1.0, 1.0, learner_step=0, env_steps=12)
-    assert batch["obs"].shape == (8, 3, 3) and batch["policy"].shape == (8, 3, 2)
+    assert batch["frames"].shape == (8, 3, 3) and batch["policy"].shape == (8, 3, 2)
     torch.testing.assert_close(batch["policy"].sum(-1), torch.ones(8, 3))
 
     def value(obs_row: torch.Tensor) -> float:
@@ -55,7 +55,7 @@ def test_batch_windows_masks_and_td_targets():
     rows = {slot: b for b, slot in enumerate(batch["slot"].tolist())}
     assert sorted(rows) == [0, 1, 2, 3, 4, 5, 7, 8]
     for slot, b in rows.items():
-        assert batch["obs"][b, 0, 0].item() == (slot if slot < 6 else slot - 1)  # slot 6 is the final obs
+        assert batch["frames"][b, 0, 0].item() == (slot if slot < 6 else slot - 1)  # slot 6 is the final obs
     # Inside the episode: z_0 = r_0 + γ r_1 + γ² V(o_2).
     b = rows[0]
     assert batch["value"][b, 0].item() == pytest.approx(

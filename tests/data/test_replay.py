@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from effzero.data.replay import FINAL, TERMINATED, TRANSITION, Replay, ReplayLayout
+from effzero.data.replay import FINAL, TERMINATED, TRANSITION, Replay, ReplayLayout, stack_frames
 
 WINDOW = 3
 
@@ -60,7 +60,7 @@ def test_the_ring_overwrites_the_oldest_slots():
     # Complete windows: steps 4 .. 8 (slots 4-7, 0); steps 9-11 still wait for theirs.
     assert sampleable(replay, 0) == [0, 4, 5, 6, 7]
     window = replay.windows(torch.tensor([0]), torch.tensor([6]))
-    assert window["obs"][0, :, 0].tolist() == [6, 7, 8, 9]  # wraps around the ring
+    assert window["frames"][0, :, 0].tolist() == [6, 7, 8, 9]  # wraps around the ring
 
 
 def test_sampling_follows_priorities_and_weights_by_importance():
@@ -118,3 +118,57 @@ def test_memory_is_shared_with_a_child_process():
 
 def _child_write(replay):
     write(replay, 1, 5)
+
+
+def test_frames_are_stored_once_and_stacks_rebuilt_at_episode_starts():
+    # S = 3 stacked frames of shape [1, 2]: the env's observation at step t is
+    # [f_{t-2}, f_{t-1}, f_t] with the episode's first frame repeated before its start.
+    stack = 3
+    layout = ReplayLayout(1, 32, (stack, 2), torch.float32, (), torch.long, 2, WINDOW, frame_stack=stack)
+    replay = Replay(layout)
+    lane = torch.tensor([0])
+
+    def env_obs(frames, t):
+        return torch.stack([frames[max(t - j, 0)] for j in (2, 1, 0)])[:, None, :].reshape(stack, 2)
+
+    first = [torch.tensor([10.0 + t, 0.0]) for t in range(7)]  # f_0 .. f_6 (f_6: final observation)
+    second = [torch.tensor([50.0 + t, 1.0]) for t in range(6)]
+    observations = []
+    for t in range(6):
+        obs = env_obs(first, t)
+        observations.append(obs)
+        kind = TERMINATED if t == 5 else TRANSITION
+        replay.append(
+            lane,
+            obs[None],
+            torch.tensor([0]),
+            torch.tensor([1.0]),
+            torch.tensor([kind], dtype=torch.uint8),
+            torch.zeros(1),
+            torch.zeros(1, 2),
+            torch.tensor([t]),
+        )
+    final = env_obs(first, 6)
+    observations.append(final)
+    replay.end_episodes(lane, final[None], torch.tensor([6]))
+    for t in range(6):
+        obs = env_obs(second, t)
+        observations.append(obs)
+        replay.append(
+            lane,
+            obs[None],
+            torch.tensor([0]),
+            torch.tensor([1.0]),
+            torch.tensor([TRANSITION], dtype=torch.uint8),
+            torch.zeros(1),
+            torch.zeros(1, 2),
+            torch.tensor([7 + t]),
+        )
+    assert replay.obs.shape == (1, 32, 1, 2)  # one frame per slot
+    for start in (0, 2, 4, 7, 8):
+        window = replay.windows(lane, torch.tensor([start]))
+        stacks = stack_frames(window["frames"], stack)[0]  # [W + 1, S, 2]
+        for i in range(WINDOW + 1):
+            position = start + i
+            if position < 7 and start < 7 or start >= 7:  # positions of the start slot's episode
+                assert torch.equal(stacks[i], observations[position]), (start, i)

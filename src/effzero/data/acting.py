@@ -10,7 +10,16 @@ from torch import Tensor, nn
 from effzero.config import ModelConfig, SearchConfig
 from effzero.envs import EnvSpec
 from effzero.nets import ProprioWorldModel, Support
-from effzero.search import QTransform, RecurrentFn, SearchOutput, gumbel_search, puct_search
+from effzero.nets import policy as squashed
+from effzero.search import (
+    QTransform,
+    RecurrentFn,
+    SearchOutput,
+    gumbel_search,
+    puct_search,
+    sampled_gumbel_search,
+    sampled_puct_search,
+)
 
 
 def build_model(cfg: ModelConfig, spec: EnvSpec) -> nn.Module:
@@ -63,14 +72,15 @@ def search_roots(
     """Search from roots whose initial inference is done.
 
     Args:
-        state: [B, ...] latent states; value: [B] decoded values; policy: [B, A] logits.
-        explore: Gumbel / Dirichlet noise and visit sampling on (acting, reanalysis) or off
-            (evaluation).
+        state: [B, ...] latent states; value: [B] decoded values; policy: [B, A] logits or
+            [B, 2d] squashed-Gaussian parameters.
+        explore: Gumbel / Dirichlet noise, widened candidates and visit sampling on (acting,
+            reanalysis) or off (evaluation).
     """
     fn = recurrent_fn(model)
     logits, value = policy.float(), value.float()
     if not spec.is_discrete:
-        raise NotImplementedError("continuous actions need the sampled search (the DMC issue)")
+        return _sampled_search(logits, value, state, fn, spec, cfg, explore)
     if cfg.kind == "gumbel":
         qt = QTransform(cfg.c_visit, cfg.c_scale, cfg.min_spread)
         gumbel = None if explore else torch.zeros_like(logits)
@@ -98,6 +108,55 @@ def search_roots(
             temperature=cfg.temperature if explore else 0.0,
         )
     raise ValueError(f"search.kind={cfg.kind!r} is not known; valid: gumbel, puct")
+
+
+def _sampled_search(
+    params: Tensor,
+    value: Tensor,
+    state: Tensor,
+    fn: RecurrentFn,
+    spec: EnvSpec,
+    cfg: SearchConfig,
+    explore: bool,
+) -> SearchOutput:
+    """Search over sampled candidates; without exploration all come from the unwidened policy."""
+    k_policy, k_wide = (cfg.k_policy, cfg.k_wide) if explore else (cfg.k_policy + cfg.k_wide, 0)
+    common = dict(
+        num_simulations=cfg.num_simulations,
+        k_policy=k_policy,
+        k_wide=k_wide,
+        std_magnification=cfg.std_magnification,
+        k_interior=cfg.k_interior,
+        discount=spec.discount,
+    )
+    if cfg.kind == "gumbel":
+        noise = None
+        if not (explore and cfg.continuous_noise):
+            noise = torch.zeros(params.shape[0], k_policy + k_wide, device=params.device)
+        qt = QTransform(cfg.c_visit, cfg.c_scale, cfg.min_spread)
+        return sampled_gumbel_search(
+            params,
+            value,
+            state,
+            fn,
+            squashed.sample,
+            max_considered=cfg.max_considered,
+            gumbel=noise,
+            qtransform=qt,
+            **common,
+        )
+    return sampled_puct_search(
+        params,
+        value,
+        state,
+        fn,
+        squashed.sample,
+        log_prob_fn=squashed.log_prob,
+        dirichlet_alpha=cfg.dirichlet_alpha,
+        dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
+        temperature=cfg.temperature if explore else 0.0,
+        **common,
+    )
 
 
 @torch.inference_mode()

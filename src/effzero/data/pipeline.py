@@ -58,9 +58,17 @@ def replay_layout(
         raise ValueError(f"data.capacity gives {length} slots per lane; need more than {2 * window}")
     obs_dtype = torch.uint8 if spec.obs_dtype == "uint8" else torch.float32
     action_dtype = torch.long if spec.is_discrete else torch.float32
-    policy = spec.num_actions if spec.is_discrete else 1
+    policy = spec.num_actions if spec.is_discrete else 0
     return ReplayLayout(
-        lanes, length, spec.obs_shape, obs_dtype, spec.action_shape, action_dtype, policy, window
+        lanes,
+        length,
+        spec.obs_shape,
+        obs_dtype,
+        spec.action_shape,
+        action_dtype,
+        policy,
+        window,
+        spec.frame_stack,
     )
 
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from effzero.config import AlgoConfig, ModelConfig, SearchConfig
 from effzero.data.acting import build_model, search_roots
-from effzero.data.replay import Replay
+from effzero.data.replay import Replay, stack_frames
 from effzero.data.shared import Counters, SharedWeights
 from effzero.data.targets import (
     episode_last,
@@ -43,15 +43,17 @@ def make_batch(
     targets, and a fresh search from the first K + 1 positions gives the policy targets and
     the search-based values (SVE).
 
-    Returns (K unroll steps, B samples):
-        obs [B, K + 1, *obs], action [B, K, *action], reward [B, K], reward_mask [B, K],
-        value [B, K + 1], value_mask [B, K + 1], policy [B, K + 1, A], policy_mask [B, K + 1],
-        consistency_mask [B, K], weight [B], lane [B], slot [B], learner_step [] (when sampled).
+    Returns (K unroll steps, B samples, S stacked frames):
+        frames [B, K + S, *frame] (stacked: the observations 0..K), action [B, K, *action], reward [B, K], reward_mask [B, K],
+        value [B, K + 1], value_mask [B, K + 1], policy [B, K + 1, A or Kc], policy_mask [B, K + 1],
+        consistency_mask [B, K], weight [B], lane [B], slot [B], learner_step [] (when sampled);
+        for continuous actions also candidates [B, K + 1, Kc, d] and best_action [B, K + 1, d].
     """
     unroll = algo.unroll_steps
     lanes, slots, weights = replay.sample(batch_size, alpha, beta, generator)
     window = replay.windows(lanes, slots)
-    obs = window["obs"]  # [B, W + 1, *obs]
+    stack = replay.layout.frame_stack
+    obs = stack_frames(window["frames"], stack)  # [B, W + 1, *obs]
     width = obs.shape[1]
     state, value_logits, policy = model.initial_inference(obs.flatten(0, 1))
     values = model.value_support.to_scalar(value_logits).view(batch_size, width)
@@ -77,8 +79,8 @@ def make_batch(
             td, sve, window["step"][:, 0], learner_step, env_steps, algo.mixed_t1, algo.mixed_t2
         )
     reward, reward_mask = reward_targets(window["reward"], last, terminated, unroll)
-    return {
-        "obs": obs[:, : unroll + 1],
+    batch = {
+        "frames": window["frames"][:, : unroll + stack],  # the learner stacks them: obs 0 .. K
         "action": unroll_actions(window["action"][:, :unroll], last, spec, generator),
         "reward": reward,
         "reward_mask": reward_mask,
@@ -92,6 +94,10 @@ def make_batch(
         "slot": slots,
         "learner_step": torch.tensor(learner_step),
     }
+    if not spec.is_discrete:  # the policy target is over each position's sampled candidates
+        batch["candidates"] = out.candidate_actions.view(batch_size, unroll + 1, -1, spec.action_dim)
+        batch["best_action"] = out.action.view(batch_size, unroll + 1, spec.action_dim)
+    return batch
 
 
 def unroll_actions(action: Tensor, last: Tensor, spec: EnvSpec, generator: torch.Generator | None) -> Tensor:

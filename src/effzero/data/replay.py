@@ -4,7 +4,9 @@ Storage is one ring ("lane") per self-play environment, so every lane holds a co
 stream of that environment's steps, episode after episode. An episode that ends is followed
 by one observation-only slot holding its final observation (the terminal state, or the state
 where the time limit cut it), so unroll windows and n-step targets never need data from
-outside the lane. Observations are stored once per step; frame stacks are rebuilt on read.
+outside the lane. Image observations arrive as stacks of S frames; each slot stores only the
+newest frame, and a window is read back as its frames, the S − 1 before it included (the
+episode's first frame repeated before its start), which `stack_frames` turns into stacks.
 
 Slots become sampleable once the whole window after them (unroll + TD steps) is written or
 their episode has ended; new transitions get the largest priority seen so far.
@@ -31,24 +33,31 @@ class ReplayLayout:
 
     lanes: int  # one per self-play environment
     lane_length: int  # slots per lane
-    obs_shape: tuple[int, ...]
+    obs_shape: tuple[int, ...]  # what the env returns: [S·C, H, W] for S stacked frames
     obs_dtype: torch.dtype
     action_shape: tuple[int, ...]  # () for discrete actions, (d,) for continuous
     action_dtype: torch.dtype
     policy_size: int  # width of the stored search policy
     window: int  # slots needed after a start slot: unroll steps + TD steps
+    frame_stack: int = 1  # S; the replay stores one frame of [C, H, W] = obs_shape with C / S
 
     @property
     def capacity(self) -> int:
         return self.lanes * self.lane_length
 
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        if self.frame_stack == 1:
+            return self.obs_shape
+        return (self.obs_shape[0] // self.frame_stack, *self.obs_shape[1:])
+
     def nbytes(self) -> int:
         """Bytes of shared memory the replay takes."""
         per_slot = (
-            int(np.prod(self.obs_shape)) * self.obs_dtype.itemsize
+            int(np.prod(self.frame_shape)) * self.obs_dtype.itemsize
             + max(int(np.prod(self.action_shape)), 1) * self.action_dtype.itemsize
             + 4 * (3 + self.policy_size)  # reward, root value, priority, policy
-            + 8  # global step of the slot
+            + 16  # global step and episode start of the slot
             + 2  # kind, sampleable
         )
         return self.capacity * per_slot
@@ -68,13 +77,14 @@ class Replay:
         def shared(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
             return torch.zeros(*shape, dtype=dtype).share_memory_()
 
-        self.obs = shared(lanes, length, *layout.obs_shape, dtype=layout.obs_dtype)
+        self.obs = shared(lanes, length, *layout.frame_shape, dtype=layout.obs_dtype)
         self.action = shared(lanes, length, *layout.action_shape, dtype=layout.action_dtype)
         self.reward = shared(lanes, length)
         self.kind = shared(lanes, length, dtype=torch.uint8)
         self.root_value = shared(lanes, length)
         self.policy = shared(lanes, length, layout.policy_size)
         self.step = shared(lanes, length, dtype=torch.int64)
+        self.start = shared(lanes, length, dtype=torch.int64)  # absolute slot of each slot's episode start
         self.priority = shared(lanes, length)
         self.sampleable = shared(lanes, length, dtype=torch.bool)
         self.written = shared(lanes, dtype=torch.int64)  # slots written per lane, ever
@@ -102,7 +112,9 @@ class Replay:
         """
         position = self.written[lanes]
         slot = position % self.layout.lane_length
-        self.obs[lanes, slot] = obs.to(self.obs.dtype)
+        frame = obs if self.layout.frame_stack == 1 else obs[:, -self.layout.frame_shape[0] :]
+        self.obs[lanes, slot] = frame.to(self.obs.dtype)
+        self.start[lanes, slot] = self.episode_start[lanes]
         self.action[lanes, slot] = action.to(self.action.dtype)
         self.reward[lanes, slot] = reward.float()
         self.kind[lanes, slot] = kind
@@ -178,15 +190,25 @@ class Replay:
         return flat // length, flat % length, weights
 
     def windows(self, lanes: Tensor, slots: Tensor) -> dict[str, Tensor]:
-        """The `window + 1` slots from each start slot: obs, actions, rewards, kinds, steps.
+        """The `window + 1` slots from each start slot, and their frames.
 
-        Returns: obs [B, W + 1, *obs], action [B, W + 1, *action], reward/kind/step [B, W + 1]
+        Frames run from S − 1 slots before the start slot to the window's end; those before the
+        start slot's episode began repeat its first frame. Positions past the episode's end
+        belong to the next episode and are masked by the targets.
+
+        Returns: frames [B, W + S, *frame], action [B, W + 1, *action],
+            reward/kind/step [B, W + 1]
         """
+        length, stack = self.layout.lane_length, self.layout.frame_stack
         offsets = torch.arange(self.layout.window + 1)
-        ring = (slots[:, None] + offsets) % self.layout.lane_length
+        ring = (slots[:, None] + offsets) % length
         rows = lanes[:, None]
+        # Absolute positions: the start slot's, from which the frame positions follow.
+        position = self.written[lanes] - 1 - (self.written[lanes] - 1 - slots) % length
+        frame_offsets = torch.arange(1 - stack, self.layout.window + 1)
+        frame_positions = torch.maximum(position[:, None] + frame_offsets, self.start[lanes, slots][:, None])
         return {
-            "obs": self.obs[rows, ring],
+            "frames": self.obs[rows, frame_positions % length],
             "action": self.action[rows, ring],
             "reward": self.reward[rows, ring],
             "kind": self.kind[rows, ring],
@@ -224,9 +246,22 @@ class Replay:
             "root_value",
             "policy",
             "step",
+            "start",
             "priority",
             "sampleable",
             "written",
             "episode_start",
             "max_priority",
         )
+
+
+def stack_frames(frames: Tensor, stack: int) -> Tensor:
+    """Frame stacks from consecutive frames: [B, T + S − 1, C, ...] -> [B, T, S·C, ...].
+
+    Stack t holds frames t .. t + S − 1 (oldest first), as the envs stack them.
+    """
+    if stack == 1:
+        return frames
+    windows = frames.unfold(1, stack, 1)  # [B, T, C, ..., S]
+    windows = windows.movedim(-1, 2)  # [B, T, S, C, ...]
+    return windows.flatten(2, 3)

@@ -66,9 +66,9 @@ def run_selfplay(job: SelfPlayJob) -> None:
             kind[terminated] = TERMINATED
             kind[truncated] = TRUNCATED
             rewards = torch.as_tensor(result.rewards)
-            job.replay.append(
-                lanes, obs, action, rewards, kind, out.root_value.cpu(), out.improved_policy.cpu(), step
-            )
+            # Continuous policies are over this step's candidates: the replay keeps none of them.
+            policy = out.improved_policy.cpu()[:, : job.replay.layout.policy_size]
+            job.replay.append(lanes, obs, action, rewards, kind, out.root_value.cpu(), policy, step)
             ended = terminated | truncated
             if ended.any():
                 final = torch.as_tensor(result.final_observations)[ended]
