@@ -54,7 +54,7 @@ class EnvSpec:
     action_low: tuple[float, ...]  # continuous: [d] lower bounds; empty otherwise
     action_high: tuple[float, ...]  # continuous: [d] upper bounds; empty otherwise
     discount: float  # per agent step
-    max_episode_steps: int | None
+    max_episode_steps: int | None  # the env's time limit in agent steps; None if it has none
     frame_stack: int = 1  # image envs: observations stack this many frames along channels
 
     @property
