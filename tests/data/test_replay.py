@@ -170,5 +170,5 @@ def test_frames_are_stored_once_and_stacks_rebuilt_at_episode_starts():
         stacks = stack_frames(window["frames"], stack)[0]  # [W + 1, S, 2]
         for i in range(WINDOW + 1):
             position = start + i
-            if position < 7 and start < 7 or start >= 7:  # positions of the start slot's episode
+            if (position < 7 and start < 7) or start >= 7:  # positions of the start slot's episode
                 assert torch.equal(stacks[i], observations[position]), (start, i)

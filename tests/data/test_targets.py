@@ -88,3 +88,12 @@ def test_mixed_value_target_switches_on_t1_and_t2():
     assert mixed_value_target(td, sve, steps, learner_step=10, env_steps=1000, t1=50, t2=100).sum() == 0
     out = mixed_value_target(td, sve, steps, learner_step=60, env_steps=1000, t1=50, t2=100)
     assert out[:, 0].tolist() == [1, 0, 0]  # only the old transition uses the search value
+
+
+def test_value_prefix_targets_restart_every_horizon():
+    from effzero.data.targets import value_prefix_targets
+
+    reward = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]])
+    # Segments of 3 steps: (1, 2, 3), (4, 5, 6), (7,).
+    assert value_prefix_targets(reward, 3).tolist() == [[1, 3, 6, 4, 9, 15, 7]]
+    assert value_prefix_targets(reward[:, :5], 5).tolist() == [[1, 3, 6, 10, 15]]

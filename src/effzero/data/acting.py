@@ -49,15 +49,45 @@ def build_model(cfg: ModelConfig, spec: EnvSpec) -> nn.Module:
 
 
 def recurrent_fn(model: nn.Module) -> RecurrentFn:
-    """The search's view of the dynamics: scalar reward and value, policy logits, next latent."""
+    """The search's view of the dynamics: scalar reward and value, policy logits, next latent.
 
-    def fn(state: Tensor, action: Tensor):
-        next_state, reward_logits, value_logits, policy, _ = model.recurrent_inference(state, action, None)
-        reward = model.reward_support.to_scalar(reward_logits)
+    A value-prefix model predicts Σ rewards since its LSTM was last reset, and resets every
+    `lstm_horizon` steps (search depths 0, 5, 10, …). Its search state is the pytree
+    (latent, h, c, prefix, depth), and the per-step reward is the prefix minus the parent's
+    prefix, or the prefix itself right after a reset.
+    """
+    if not model.value_prefix:
+
+        def fn(state: Tensor, action: Tensor):
+            next_state, reward_logits, value_logits, policy, _ = model.recurrent_inference(
+                state, action, None
+            )
+            reward = model.reward_support.to_scalar(reward_logits)
+            return reward, model.value_support.to_scalar(value_logits), policy.float(), next_state
+
+        return fn
+
+    def prefix_fn(state: tuple[Tensor, ...], action: Tensor):
+        latent, h, c, prefix, depth = state
+        keep = (depth % model.lstm_horizon != 0).to(h.dtype)  # 0 where the parent starts a segment
+        next_latent, prefix_logits, value_logits, policy, (h, c) = model.recurrent_inference(
+            latent, action, (h * keep[:, None], c * keep[:, None])
+        )
+        new_prefix = model.reward_support.to_scalar(prefix_logits)
+        reward = new_prefix - prefix * keep
         value = model.value_support.to_scalar(value_logits)
-        return reward, value, policy.float(), next_state
+        return reward, value, policy.float(), (next_latent, h.float(), c.float(), new_prefix, depth + 1)
 
-    return fn
+    return prefix_fn
+
+
+def search_state(model: nn.Module, latent: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """The root search state of `recurrent_fn(model)` for root latents [B, ...]."""
+    if not model.value_prefix:
+        return latent
+    zeros = latent.new_zeros(latent.shape[0], model.lstm_hidden, dtype=torch.float32)
+    scalars = latent.new_zeros(latent.shape[0], dtype=torch.float32)
+    return latent, zeros, zeros.clone(), scalars, scalars.clone()
 
 
 def search_roots(
@@ -78,6 +108,7 @@ def search_roots(
             reanalysis) or off (evaluation).
     """
     fn = recurrent_fn(model)
+    state = search_state(model, state)
     logits, value = policy.float(), value.float()
     if not spec.is_discrete:
         return _sampled_search(logits, value, state, fn, spec, cfg, explore)

@@ -19,6 +19,7 @@ from effzero.data.targets import (
     position_masks,
     reward_targets,
     td_value_targets,
+    value_prefix_targets,
 )
 from effzero.envs import EnvSpec
 
@@ -79,6 +80,8 @@ def make_batch(
             td, sve, window["step"][:, 0], learner_step, env_steps, algo.mixed_t1, algo.mixed_t2
         )
     reward, reward_mask = reward_targets(window["reward"], last, terminated, unroll)
+    if model.value_prefix:
+        reward = value_prefix_targets(reward, model.lstm_horizon)
     batch = {
         "frames": window["frames"][:, : unroll + stack],  # the learner stacks them: obs 0 .. K
         "action": unroll_actions(window["action"][:, :unroll], last, spec, generator),

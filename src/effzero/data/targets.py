@@ -78,6 +78,19 @@ def reward_targets(reward: Tensor, last: Tensor, terminated: Tensor, unroll: int
     return torch.where(inside, reward[:, :unroll], 0.0), mask.to(reward.dtype)
 
 
+def value_prefix_targets(reward: Tensor, horizon: int) -> Tensor:
+    """Value-prefix targets: Σ rewards since the last LSTM reset, at unroll steps 1..K.
+
+    The LSTM is reset before steps 1, 1 + H, 1 + 2H, …, so the target at step k sums the
+    per-step targets [B, K] from the start of k's segment of H steps. Returns: [B, K].
+    """
+    total = reward.cumsum(1)
+    k = torch.arange(reward.shape[1], device=reward.device)
+    segment_start = (k // horizon) * horizon
+    before = torch.where(segment_start > 0, total[:, (segment_start - 1).clamp(min=0)], 0.0)
+    return total - before
+
+
 def position_masks(last: Tensor, terminated: Tensor, unroll: int) -> dict[str, Tensor]:
     """Masks of the other targets.
 

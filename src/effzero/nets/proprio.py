@@ -57,6 +57,9 @@ class ProprioWorldModel(nn.Module):
         obs_norm_count: prior sample count of the observation normaliser.
     """
 
+    value_prefix = False  # the reward head predicts per-step rewards
+    lstm_hidden = 0
+
     def __init__(
         self,
         obs_dim: int,
