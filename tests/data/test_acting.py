@@ -1,0 +1,61 @@
+"""The search's view of a value-prefix model: per-step rewards from prefixes, across LSTM resets."""
+
+import torch
+
+from effzero.data.acting import recurrent_fn, search_state
+
+
+class Decoder:
+    """Logits that are the scalar itself (the adapter under test only decodes them)."""
+
+    @staticmethod
+    def to_scalar(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, 0]
+
+
+class PerfectPrefixModel:
+    """A value-prefix model whose LSTM sums the true rewards r(depth) = depth + 1 since its reset.
+
+    The latent holds the depth; the LSTM cell c holds the running sum, h counts steps.
+    """
+
+    value_prefix = True
+    lstm_hidden = 1
+    lstm_horizon = 5
+    reward_support = value_support = Decoder()
+
+    def recurrent_inference(self, latent, action, hidden):
+        h, c = hidden
+        reward = latent + 1
+        c = c + reward
+        value = torch.zeros_like(latent)
+        return latent + 1, c, value, torch.zeros(latent.shape[0], 2), (h + 1, c)
+
+
+def test_prefixes_become_per_step_rewards_across_resets():
+    model = PerfectPrefixModel()
+    fn = recurrent_fn(model)
+    state = search_state(model, torch.zeros(3, 1))
+    rewards, steps_since_reset = [], []
+    for _ in range(12):
+        reward, _, _, state = fn(state, torch.zeros(3, dtype=torch.long))
+        rewards.append(reward[0].item())
+        steps_since_reset.append(state[1][0, 0].item())
+    assert rewards == [float(d) for d in range(1, 13)]  # the true r(depth) at every depth
+    # The LSTM restarts at depths 0, 5 and 10: it has seen 1..5, 1..5, 1..2 steps.
+    assert steps_since_reset == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2]
+
+
+def test_models_without_a_prefix_keep_a_plain_latent_state():
+    class Plain(PerfectPrefixModel):
+        value_prefix = False
+
+        def recurrent_inference(self, latent, action, hidden):
+            assert hidden is None
+            return latent + 1, latent + 7, latent, torch.zeros(latent.shape[0], 2), None
+
+    model = Plain()
+    state = search_state(model, torch.zeros(2, 1))
+    assert isinstance(state, torch.Tensor)
+    reward, value, _, state = recurrent_fn(model)(state, torch.zeros(2, dtype=torch.long))
+    assert reward.tolist() == [7.0, 7.0] and state.tolist() == [[1.0], [1.0]]
