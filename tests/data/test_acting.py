@@ -57,5 +57,5 @@ def test_models_without_a_prefix_keep_a_plain_latent_state():
     model = Plain()
     state = search_state(model, torch.zeros(2, 1))
     assert isinstance(state, torch.Tensor)
-    reward, value, _, state = recurrent_fn(model)(state, torch.zeros(2, dtype=torch.long))
+    reward, _, _, state = recurrent_fn(model)(state, torch.zeros(2, dtype=torch.long))
     assert reward.tolist() == [7.0, 7.0] and state.tolist() == [[1.0], [1.0]]
