@@ -53,7 +53,7 @@ def check_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> N
         if not isinstance(cause, missing) or not cause.full_key:
             return  # Hydra explains the rest well
         group, _, key = str(cause.full_key).partition(".")
-        schema = SCHEMAS.get(group)
+        schema = cause.object_type if dataclasses.is_dataclass(cause.object_type) else SCHEMAS.get(group)
         if schema is None or "." in key:
             return
         valid = [f.name for f in dataclasses.fields(schema)]

@@ -1,8 +1,9 @@
 """Config schemas: one dataclass per Hydra group, registered so every YAML is type-checked.
 
-A YAML file of a group starts from its schema (`defaults: [<group>_schema, _self_]`), so a
-misspelt key or a wrong type fails at composition, before anything starts. The code receives
-these dataclasses (`OmegaConf.to_object`), never raw dicts.
+A YAML file of a group starts from its schema (`defaults: [<group>_schema, _self_]`, or a
+kind's schema such as `dmc_schema` in the env group), so a misspelt key or a wrong type fails
+at composition, before anything starts. The code receives these dataclasses
+(`OmegaConf.to_object`), never raw dicts.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class EnvKind(str, Enum):
     gym = "gym"
+    atari = "atari"
+    dmc = "dmc"
 
 
 class ModelKind(str, Enum):
     proprio = "proprio"
+    image = "image"
 
 
 class SearchKind(str, Enum):
@@ -42,13 +46,32 @@ class OptimName(str, Enum):
 
 @dataclass
 class EnvConfig:
-    """The environment and its benchmark protocol."""
+    """The environment and its benchmark protocol (the fields every kind has)."""
 
     kind: EnvKind = EnvKind.gym  # gym: any gymnasium env with vector observations
-    id: str = MISSING  # gymnasium id, e.g. CartPole-v1
+    id: str = MISSING  # the env's name: a gymnasium id, an Atari game, domain-task for DMC
     discount: float = 0.997  # per agent step
-    max_episode_steps: int | None = None  # None keeps the env's own time limit
+    max_episode_steps: int | None = None  # None keeps the protocol's own limit
     num_envs: int = 4  # environments per self-play worker, searched as one batch
+
+
+@dataclass
+class AtariEnvConfig(EnvConfig):
+    """Atari 100k: frame skip 4, max-pool, 30 no-ops, 96×96 RGB, 4 frames (the protocol in envs/atari.py)."""
+
+    kind: EnvKind = EnvKind.atari
+    game: str = MISSING  # lower-case: breakout, ms_pacman, ...
+
+
+@dataclass
+class DMCEnvConfig(EnvConfig):
+    """The DeepMind Control Suite: 1000 simulator steps per episode."""
+
+    kind: EnvKind = EnvKind.dmc
+    domain: str = MISSING  # e.g. walker
+    task: str = MISSING  # e.g. walk
+    pixels: bool = False  # 96×96 RGB, 4 stacked frames; otherwise the flattened proprio state
+    action_repeat: int = 2
 
 
 @dataclass
@@ -58,6 +81,7 @@ class SupportConfig:
     low: float = -300.0
     high: float = 300.0
     bins: int = 51
+    in_h_space: bool = False  # low and high are already transformed (Atari: -300..300, 601 bins)
 
 
 @dataclass
@@ -76,6 +100,32 @@ class ModelConfig:
     pred_hidden: int = 512
     value_support: SupportConfig = field(default_factory=SupportConfig)
     reward_support: SupportConfig = field(default_factory=lambda: SupportConfig(low=-2.0, high=2.0, bins=51))
+
+
+@dataclass
+class ImageModelConfig:
+    """World-model sizes of EZ-V2's image family (Atari, DMC vision): a 64×6×6 latent."""
+
+    kind: ModelKind = ModelKind.image
+    channels: int = 64
+    num_blocks: int = 1
+    reduced_channels: int = 16  # the heads' 1×1 convolution
+    head_hidden: list[int] = field(default_factory=lambda: [32])
+    policy_hidden: list[int] = field(default_factory=lambda: [32])
+    action_embed: int = 16
+    value_prefix: bool = True  # an LSTM predicts Σ rewards since its last reset
+    lstm_hidden: int = 512
+    lstm_horizon: int = 5  # steps between LSTM resets
+    proj_hidden: int = 1024
+    proj_dim: int = 1024
+    pred_hidden: int = 256
+    zero_init_value: bool = True
+    value_support: SupportConfig = field(
+        default_factory=lambda: SupportConfig(-300.0, 300.0, 601, in_h_space=True)
+    )
+    reward_support: SupportConfig = field(
+        default_factory=lambda: SupportConfig(-300.0, 300.0, 601, in_h_space=True)
+    )
 
 
 @dataclass
@@ -119,6 +169,7 @@ class AlgoConfig:
     consistency_coef: float = 2.0
     entropy_coef: float = 0.0  # continuous policies: bonus on the policy's entropy (EZ-V2 DMC: 5e-2 / 5e-3)
     entropy_samples: int = 256  # Monte-Carlo samples of that entropy
+    augmentation: bool = True  # image observations: random shift (4 px) and intensity (0.05)
     latent_grad_scale: float = 0.5  # gradient into each unrolled latent
 
 
@@ -178,8 +229,8 @@ class PathsConfig:
 class TrainConfig:
     """The root of `configs/train.yaml`."""
 
-    env: EnvConfig = MISSING
-    model: ModelConfig = MISSING
+    env: Any = MISSING  # an EnvConfig of its kind
+    model: Any = MISSING  # ModelConfig or ImageModelConfig
     search: SearchConfig = MISSING
     algo: AlgoConfig = MISSING
     optim: OptimConfig = MISSING
@@ -201,6 +252,9 @@ class TrainConfig:
 SCHEMAS = {
     "env": EnvConfig,
     "model": ModelConfig,
+    "env/atari": AtariEnvConfig,
+    "env/dmc": DMCEnvConfig,
+    "model/image": ImageModelConfig,
     "search": SearchConfig,
     "algo": AlgoConfig,
     "optim": OptimConfig,
@@ -210,9 +264,25 @@ SCHEMAS = {
 }
 
 
+ENV_SCHEMAS = {EnvKind.gym: EnvConfig, EnvKind.atari: AtariEnvConfig, EnvKind.dmc: DMCEnvConfig}
+MODEL_SCHEMAS = {ModelKind.proprio: ModelConfig, ModelKind.image: ImageModelConfig}
+
+
+def as_config(schema: type, values: dict) -> Any:
+    """A config dataclass (nested ones included) from a plain dict, type-checked."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+def load(schemas: dict, values: dict) -> Any:
+    """The config dataclass of kind `values["kind"]` from a plain dict (e.g. a checkpoint's)."""
+    kind = type(next(iter(schemas)))(values["kind"])
+    return as_config(schemas[kind], values)
+
+
 def register_schemas() -> None:
     """Make `<group>_schema` available to the YAML defaults lists."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
-    for group, schema in SCHEMAS.items():
-        store.store(group=group, name=f"{group}_schema", node=schema)
+    for key, schema in SCHEMAS.items():
+        group, _, kind = key.partition("/")
+        store.store(group=group, name=f"{kind or group}_schema", node=schema)

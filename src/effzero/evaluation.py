@@ -6,21 +6,18 @@ import dataclasses
 import logging
 import os
 import tempfile
-from typing import TypeVar
 
 import imageio.v2 as imageio
 import mlflow
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from effzero.config import EnvConfig, ModelConfig, SearchConfig
+from effzero.config import ENV_SCHEMAS, MODEL_SCHEMAS, SearchConfig, as_config, load
 from effzero.data.acting import build_model
+from effzero.data.environments import build_spec, env_maker
 from effzero.data.evaluate import EvalResult, evaluate
-from effzero.data.selfplay import env_maker
-from effzero.training import build_spec
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def load_run(ckpt_path: str) -> tuple[torch.nn.Module, dict, dict]:
@@ -36,8 +33,8 @@ def load_run(ckpt_path: str) -> tuple[torch.nn.Module, dict, dict]:
     if "effzero_config" not in checkpoint:
         raise ValueError(f"{ckpt_path} was not written by effzero's train.py (it has no run config)")
     run = checkpoint["effzero_config"]
-    env = as_config(EnvConfig, run["env"])
-    model = build_model(as_config(ModelConfig, run["model"]), build_spec(env))
+    env = load(ENV_SCHEMAS, run["env"])
+    model = build_model(load(MODEL_SCHEMAS, run["model"]), build_spec(env))
     state = {
         k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
     }
@@ -45,27 +42,22 @@ def load_run(ckpt_path: str) -> tuple[torch.nn.Module, dict, dict]:
     return model, run, checkpoint
 
 
-def as_config(schema: type[T], values: dict) -> T:
-    """A config dataclass (nested ones included) from a plain dict, type-checked."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-
-
 def evaluate_checkpoint(cfg: DictConfig) -> EvalResult:
     """Play `cfg.episodes` noise-free episodes with a checkpoint; log them to MLflow."""
     model, run, checkpoint = load_run(cfg.ckpt_path)
-    env = as_config(EnvConfig, run["env"])
+    env = load(ENV_SCHEMAS, run["env"])
     if cfg.max_episode_steps is not None:
         env = dataclasses.replace(env, max_episode_steps=cfg.max_episode_steps)
     search = as_config(SearchConfig, run["search"])
     if cfg.num_simulations is not None:
         search = dataclasses.replace(search, num_simulations=cfg.num_simulations)
     spec = build_spec(env)
-    make_env = env_maker(env)
-    if cfg.video:
-        base = make_env
+    make_env = env_maker(env, train=False)
+    if cfg.video:  # the first episode's env renders frames for the video
+        plain, rendering = make_env, env_maker(env, train=False, render=True)
 
         def make_env(index: int):
-            return base(index) if index else _rendering(env)
+            return rendering(index) if index == 0 else plain(index)
 
     result = evaluate(model, make_env, spec, search, cfg.episodes, cfg.seed, record=cfg.video)
     step = int(checkpoint.get("global_step", 0))
@@ -76,13 +68,6 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvalResult:
     if cfg.mlflow:
         _log(cfg, run, result, step)
     return result
-
-
-def _rendering(env: EnvConfig):
-    from effzero.envs import make_gym_env
-
-    kwargs = {} if env.max_episode_steps is None else {"max_episode_steps": env.max_episode_steps}
-    return make_gym_env(env.id, render_mode="rgb_array", **kwargs)
 
 
 def _log(cfg: DictConfig, run: dict, result: EvalResult, step: int) -> None:

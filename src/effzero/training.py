@@ -15,21 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from effzero.agent import EZAgent
 from effzero.callbacks import Evaluation
-from effzero.config import EnvConfig, TrainConfig
+from effzero.config import TrainConfig
 from effzero.data.datamodule import ReplayDataModule
-from effzero.data.selfplay import env_maker
-from effzero.envs import EnvSpec
+from effzero.data.environments import build_spec, env_maker
 
 log = logging.getLogger(__name__)
-
-
-def build_spec(env: EnvConfig) -> EnvSpec:
-    """Shapes, action space and discount of the configured environment (builds it once)."""
-    instance = env_maker(env)(0)
-    try:
-        return EnvSpec.from_env(instance, name=env.id, discount=env.discount)
-    finally:
-        instance.close()
 
 
 def max_steps(conf: TrainConfig) -> int:
@@ -58,7 +48,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if conf.eval.max_episode_steps is not None:
         eval_env = dataclasses.replace(conf.env, max_episode_steps=conf.eval.max_episode_steps)
     evaluation = Evaluation(
-        env_maker(eval_env), spec, conf.search, conf.eval.every, conf.eval.episodes, conf.seed + 10_000
+        env_maker(eval_env, train=False),
+        spec,
+        conf.search,
+        conf.eval.every,
+        conf.eval.episodes,
+        conf.seed + 10_000,
     )
     callbacks = [instantiate(c) for c in (conf.callbacks or {}).values()] + [evaluation]
     loggers = [instantiate(c) for c in (conf.logger or {}).values()]

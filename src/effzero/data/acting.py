@@ -7,9 +7,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from effzero.config import ModelConfig, SearchConfig
+from effzero.config import ImageModelConfig, ModelConfig, SearchConfig, SupportConfig
 from effzero.envs import EnvSpec
-from effzero.nets import ProprioWorldModel, Support
+from effzero.nets import ImageWorldModel, ProprioWorldModel, Support
 from effzero.nets import policy as squashed
 from effzero.search import (
     QTransform,
@@ -22,18 +22,39 @@ from effzero.search import (
 )
 
 
-def build_model(cfg: ModelConfig, spec: EnvSpec) -> nn.Module:
+def _support(cfg: SupportConfig) -> Support:
+    return Support(cfg.low, cfg.high, cfg.bins, in_h_space=cfg.in_h_space)
+
+
+def build_model(cfg: ModelConfig | ImageModelConfig, spec: EnvSpec) -> nn.Module:
     """The world model of `cfg.kind` for an environment's observations and actions."""
-    if cfg.kind != "proprio":
-        raise ValueError(f"model.kind={cfg.kind!r} is not known; valid: proprio")
-    if len(spec.obs_shape) != 1:
-        raise ValueError(
-            f"model.kind=proprio needs vector observations, {spec.name} has shape {spec.obs_shape}"
+    actions = {"num_actions": spec.num_actions} if spec.is_discrete else {"action_dim": spec.action_dim}
+    supports = {"value_support": _support(cfg.value_support), "reward_support": _support(cfg.reward_support)}
+    if isinstance(cfg, ImageModelConfig):
+        if len(spec.obs_shape) != 3:
+            raise ValueError(f"model=image needs image observations, {spec.name} has shape {spec.obs_shape}")
+        return ImageWorldModel(
+            spec.obs_shape,
+            channels=cfg.channels,
+            num_blocks=cfg.num_blocks,
+            reduced_channels=cfg.reduced_channels,
+            head_hidden=tuple(cfg.head_hidden),
+            policy_hidden=tuple(cfg.policy_hidden),
+            action_embed=cfg.action_embed,
+            value_prefix=cfg.value_prefix,
+            lstm_hidden=cfg.lstm_hidden,
+            lstm_horizon=cfg.lstm_horizon,
+            proj_hidden=cfg.proj_hidden,
+            proj_dim=cfg.proj_dim,
+            pred_hidden=cfg.pred_hidden,
+            zero_init_value=cfg.zero_init_value,
+            **actions,
+            **supports,
         )
+    if len(spec.obs_shape) != 1:
+        raise ValueError(f"model=proprio needs vector observations, {spec.name} has shape {spec.obs_shape}")
     return ProprioWorldModel(
         obs_dim=math.prod(spec.obs_shape),
-        num_actions=spec.num_actions if spec.is_discrete else None,
-        action_dim=None if spec.is_discrete else spec.action_dim,
         hidden=cfg.hidden,
         rep_hidden=cfg.rep_hidden,
         dyn_hidden=cfg.dyn_hidden,
@@ -43,8 +64,8 @@ def build_model(cfg: ModelConfig, spec: EnvSpec) -> nn.Module:
         proj_hidden=cfg.proj_hidden,
         proj_dim=cfg.proj_dim,
         pred_hidden=cfg.pred_hidden,
-        value_support=Support(cfg.value_support.low, cfg.value_support.high, cfg.value_support.bins),
-        reward_support=Support(cfg.reward_support.low, cfg.reward_support.high, cfg.reward_support.bins),
+        **actions,
+        **supports,
     )
 
 

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import gymnasium as gym
 import torch
 
 from effzero.config import EnvConfig, ModelConfig, SearchConfig
 from effzero.data.acting import act, build_model
+from effzero.data.environments import env_maker
 from effzero.data.replay import TERMINATED, TRANSITION, TRUNCATED, Replay
 from effzero.data.shared import Counters, SharedWeights
-from effzero.envs import EnvBatch, EnvSpec, make_gym_env
-
-
-def env_maker(cfg: EnvConfig) -> Callable[[int], gym.Env]:
-    """A factory of the configured environment; its argument is the env's index in a batch."""
-    if cfg.kind != "gym":
-        raise ValueError(f"env.kind={cfg.kind!r} is not known; valid: gym")
-    kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
-    return lambda index: make_gym_env(cfg.id, **kwargs)
+from effzero.envs import EnvBatch, EnvSpec
 
 
 @dataclass
