@@ -37,8 +37,9 @@ def mlp(
     out_dim: int,
     zero_init_last: bool = False,
     norm: Literal["batch", "layer"] = "batch",
+    activation: type[nn.Module] = nn.ReLU,
 ) -> nn.Sequential:
-    """Linear–Norm–ReLU for each hidden width, then a plain Linear to `out_dim`.
+    """Linear–Norm–activation for each hidden width, then a plain Linear to `out_dim`.
 
     Zeroing the last layer makes the head output exactly zero at the start (uniform reward
     distribution, a policy at its base parameters) so early targets are not fought by random
@@ -50,6 +51,7 @@ def mlp(
         out_dim: output width.
         zero_init_last: set the last layer's weight and bias to zero.
         norm: `"batch"` (BatchNorm1d) or `"layer"` (LayerNorm) after each hidden Linear.
+        activation: after each norm (EZ-V2: ReLU in the proprio heads, ELU in the image heads).
 
     Returns:
         A module mapping [B, in_dim] to [B, out_dim].
@@ -60,7 +62,7 @@ def mlp(
     layers: list[nn.Module] = []
     width = in_dim
     for size in hidden:
-        layers += [nn.Linear(width, size), norms[norm](size), nn.ReLU()]
+        layers += [nn.Linear(width, size), norms[norm](size), activation()]
         width = size
     last = nn.Linear(width, out_dim)
     if zero_init_last:
