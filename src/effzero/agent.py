@@ -15,6 +15,7 @@ from effzero.config import AlgoConfig, DataConfig, ModelConfig, OptimConfig
 from effzero.data.acting import build_model
 from effzero.data.replay import stack_frames
 from effzero.envs import EnvSpec
+from effzero.nets import augment
 from effzero.nets import policy as squashed
 
 
@@ -121,8 +122,11 @@ class EZAgent(L.LightningModule):
         """Per-sample loss terms [B] summed over the unroll, and the decoded value at k = 0 [B]."""
         model, unroll = self.model, self.algo.unroll_steps
         obs, action = stack_frames(batch["frames"], self.spec.frame_stack), batch["action"]
+        current, future = obs[:, 0], obs[:, 1:].flatten(0, 1)
+        if self.algo.augmentation and len(self.spec.obs_shape) == 3:  # images: independent draws
+            current, future = augment(current), augment(future)
         value_ce, reward_ce = model.value_support.cross_entropy, model.reward_support.cross_entropy
-        state, value_logits, policy = model.initial_inference(obs[:, 0])
+        state, value_logits, policy = model.initial_inference(current)
         value0 = model.value_support.to_scalar(value_logits.detach())
         value = value_ce(value_logits, batch["value"][:, 0]) * batch["value_mask"][:, 0]
         policy_loss, entropy = self._policy_terms(policy, batch, 0)
@@ -130,7 +134,7 @@ class EZAgent(L.LightningModule):
         consistency = torch.zeros_like(value)
         if self.algo.consistency_coef > 0:
             with torch.no_grad():
-                future = model.initial_inference(obs[:, 1:].flatten(0, 1))[0]
+                future = model.initial_inference(future)[0]
                 targets = model.project(future, with_predictor=False).view(obs.shape[0], unroll, -1)
         for k in range(1, unroll + 1):
             state, reward_logits, value_logits, policy, _ = model.recurrent_inference(
