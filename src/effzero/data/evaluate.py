@@ -30,6 +30,13 @@ class EvalResult:
         return float(np.std(self.returns))
 
 
+def _frame(env: gym.Env, observation: np.ndarray) -> np.ndarray:
+    """An RGB frame [H, W, 3] of the env for a video: its render, or the newest observed frame."""
+    if env.render_mode == "rgb_array" or hasattr(env.unwrapped, "dm_env"):
+        return env.render()
+    return np.ascontiguousarray(observation[-3:].transpose(1, 2, 0))
+
+
 def evaluate(
     model: nn.Module,
     make_env: Callable[[int], gym.Env],
@@ -41,8 +48,8 @@ def evaluate(
 ) -> EvalResult:
     """Play `episodes` episodes (one per environment, in parallel) with noise-free search.
 
-    The model is put in eval mode and restored afterwards. With `record`, the first
-    environment must render `rgb_array` frames; they are returned for a video.
+    The model is put in eval mode and restored afterwards. With `record`, the first episode's
+    frames are returned for a video (rendered, or the observed frames of image envs).
     """
     was_training = model.training
     model.eval()
@@ -53,13 +60,13 @@ def evaluate(
     try:
         with EnvBatch(make_env, episodes, seed) as envs:
             if record:
-                frames.append(envs.envs[0].render())
+                frames.append(_frame(envs.envs[0], envs.observations[0]))
             while any(r is None for r in returns):
                 obs = torch.as_tensor(envs.observations, device=device)
                 action = act(model, obs, spec, search, explore=False).action.cpu().numpy()
                 result = envs.step(action)
                 if record and returns[0] is None:
-                    frames.append(envs.envs[0].render())
+                    frames.append(_frame(envs.envs[0], envs.observations[0]))
                 for index, episode_return, length in result.finished:
                     if returns[index] is None:
                         returns[index], lengths[index] = episode_return, length
