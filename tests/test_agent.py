@@ -95,3 +95,57 @@ def test_losses_match_an_independent_unroll():
     }.items():
         torch.testing.assert_close(losses[name].detach(), expected, rtol=1e-4, atol=1e-4, msg=name)
     assert value0.shape == (b,) and math.isfinite(value0.sum().item())
+
+
+def continuous_batch(b: int, unroll: int, d: int, candidates: int) -> dict[str, torch.Tensor]:
+    return {
+        "frames": torch.randn(b, unroll + 1, 4),
+        "action": torch.rand(b, unroll, d) * 2 - 1,
+        "reward": torch.rand(b, unroll),
+        "reward_mask": torch.ones(b, unroll),
+        "value": torch.rand(b, unroll + 1),
+        "value_mask": torch.ones(b, unroll + 1),
+        "policy": torch.softmax(torch.randn(b, unroll + 1, candidates), -1),
+        "policy_mask": torch.tensor([[1.0] * unroll + [0.0]] * b),
+        "consistency_mask": torch.ones(b, unroll),
+        "candidates": torch.rand(b, unroll + 1, candidates, d) * 1.8 - 0.9,
+        "best_action": torch.rand(b, unroll + 1, d) * 1.8 - 0.9,
+    }
+
+
+def squashed_log_density(params: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log p of tanh-squashed N(5 tanh(μ/5), softplus(σ + 1) + 0.1), via torch.distributions."""
+    from torch.distributions import Independent, Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    raw_mean, raw_std = params.chunk(2, -1)
+    base = Normal(5 * torch.tanh(raw_mean / 5), torch.nn.functional.softplus(raw_std + 1) + 0.1)
+    dist = TransformedDistribution(Independent(base, 1), [TanhTransform()])
+    return dist.log_prob(actions.transpose(0, -2)).transpose(0, -1)
+
+
+def test_continuous_policy_loss_over_candidates_and_best_action():
+    torch.manual_seed(1)
+    for d, candidates in ((1, 5), (3, 4)):
+        spec = EnvSpec("toy", (4,), "float32", "continuous", 0, d, (-1.0,) * d, (1.0,) * d, 0.9, None)
+        agent = EZAgent(SMALL, AlgoConfig(unroll_steps=2), OptimConfig(), DataConfig(), spec)
+        model = agent.model.eval()
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        batch = continuous_batch(6, 2, d, candidates)
+        losses, _ = agent.losses(batch)
+        with torch.no_grad():
+            state, _, params = model.initial_inference(batch["frames"][:, 0])
+            expected = torch.zeros(6)
+            for k in range(3):
+                if k > 0:
+                    state, _, _, params, _ = model.recurrent_inference(state, batch["action"][:, k - 1])
+                if k == 2:
+                    break  # position 2 is masked
+                if d == 1:  # the full loss over the K candidates
+                    log_p = squashed_log_density(params, batch["candidates"][:, k])
+                    expected -= (batch["policy"][:, k] * log_p).sum(-1)
+                else:  # the simple loss: −log p of the chosen candidate
+                    expected -= squashed_log_density(params, batch["best_action"][:, k, None])[:, 0]
+        torch.testing.assert_close(losses["policy"].detach(), expected, atol=2e-3, rtol=2e-3)
+        assert "entropy" in losses
