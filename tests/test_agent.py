@@ -149,3 +149,42 @@ def test_continuous_policy_loss_over_candidates_and_best_action():
                     expected -= squashed_log_density(params, batch["best_action"][:, k, None])[:, 0]
         torch.testing.assert_close(losses["policy"].detach(), expected, atol=2e-3, rtol=2e-3)
         assert "entropy" in losses
+
+
+def test_value_prefix_lstm_state_is_carried_through_the_unroll_and_reset_every_horizon():
+    """Unroll 3 with horizon 2: the LSTM starts from zeros at steps 1 and 3 and carries (h, c) into step 2."""
+    import dataclasses
+
+    torch.manual_seed(2)
+    unroll = 3
+    cfg = dataclasses.replace(SMALL, value_prefix=True, lstm_hidden=8, lstm_horizon=2)
+    agent = EZAgent(cfg, AlgoConfig(unroll_steps=unroll), OptimConfig(), DataConfig(), SPEC)
+    model = agent.model.eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    b = 4
+    batch = {
+        "frames": torch.randn(b, unroll + 1, 4),
+        "action": torch.randint(0, 3, (b, unroll)),
+        "reward": torch.rand(b, unroll),  # prefix targets, as reanalyse makes them
+        "reward_mask": torch.ones(b, unroll),
+        "value": torch.rand(b, unroll + 1),
+        "value_mask": torch.ones(b, unroll + 1),
+        "policy": torch.softmax(torch.randn(b, unroll + 1, 3), -1),
+        "policy_mask": torch.ones(b, unroll + 1),
+        "consistency_mask": torch.ones(b, unroll),
+    }
+    losses, _ = agent.losses(batch)
+    with torch.no_grad():
+        latent = model.initial_inference(batch["frames"][:, 0])[0]
+        lstm = model.reward_head.lstm
+        h = c = torch.zeros(b, 8)
+        expected = torch.zeros(b)
+        for k in range(1, unroll + 1):
+            latent = model.dynamics(latent, batch["action"][:, k - 1])
+            if k in (1, 3):
+                h = c = torch.zeros(b, 8)
+            h, c = lstm(latent, (h, c))
+            logits = model.reward_head.out(model.reward_head.norm(h).relu())
+            expected += two_hot_ce(logits, batch["reward"][:, k - 1], -2, 2, 9)
+    torch.testing.assert_close(losses["reward"].detach(), expected, rtol=1e-4, atol=1e-4)

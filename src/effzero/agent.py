@@ -136,9 +136,12 @@ class EZAgent(L.LightningModule):
             with torch.no_grad():
                 future = model.initial_inference(future)[0]
                 targets = model.project(future, with_predictor=False).view(obs.shape[0], unroll, -1)
+        hidden = None  # the value-prefix LSTM state, reset before steps 1, 1 + H, … as the targets are
         for k in range(1, unroll + 1):
-            state, reward_logits, value_logits, policy, _ = model.recurrent_inference(
-                state, action[:, k - 1], None
+            if model.value_prefix and (k - 1) % model.lstm_horizon == 0:
+                hidden = None
+            state, reward_logits, value_logits, policy, hidden = model.recurrent_inference(
+                state, action[:, k - 1], hidden
             )
             state = scale_gradient(state, self.algo.latent_grad_scale)
             reward = (

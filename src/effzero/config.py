@@ -98,6 +98,9 @@ class ModelConfig:
     proj_hidden: int = 512
     proj_dim: int = 128
     pred_hidden: int = 512
+    value_prefix: bool = False  # EZ-V1's LSTM reward head (EZ-V2's proprio model predicts per-step rewards)
+    lstm_hidden: int = 128
+    lstm_horizon: int = 5  # steps between LSTM resets
     value_support: SupportConfig = field(default_factory=SupportConfig)
     reward_support: SupportConfig = field(default_factory=lambda: SupportConfig(low=-2.0, high=2.0, bins=51))
 

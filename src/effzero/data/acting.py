@@ -64,6 +64,9 @@ def build_model(cfg: ModelConfig | ImageModelConfig, spec: EnvSpec) -> nn.Module
         proj_hidden=cfg.proj_hidden,
         proj_dim=cfg.proj_dim,
         pred_hidden=cfg.pred_hidden,
+        value_prefix=cfg.value_prefix,
+        lstm_hidden=cfg.lstm_hidden,
+        lstm_horizon=cfg.lstm_horizon,
         **actions,
         **supports,
     )

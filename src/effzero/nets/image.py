@@ -10,8 +10,7 @@ from torch import Tensor, nn
 
 from effzero.nets.blocks import mlp
 from effzero.nets.support import Support
-
-Hidden = tuple[Tensor, Tensor]
+from effzero.nets.value_prefix import Hidden, ValuePrefixHead
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -57,42 +56,6 @@ def _reduce(channels: int, reduced: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(channels, reduced, 1, bias=False), nn.BatchNorm2d(reduced), nn.ReLU(), nn.Flatten()
     )
-
-
-class ValuePrefixHead(nn.Module):
-    """Predicts the reward summed since the last LSTM reset: reduce → LSTM → BN → ReLU → mlp.
-
-    Args:
-        channels: latent channels.
-        reduced: channels after the 1×1 conv.
-        flat: reduced·h·w, the LSTM input width.
-        lstm_hidden: LSTM width.
-        hidden: hidden widths of the output mlp.
-        bins: reward atoms.
-    """
-
-    def __init__(
-        self, channels: int, reduced: int, flat: int, lstm_hidden: int, hidden: Sequence[int], bins: int
-    ) -> None:
-        super().__init__()
-        self.reduce = _reduce(channels, reduced)
-        self.lstm = nn.LSTMCell(flat, lstm_hidden)
-        self.norm = nn.BatchNorm1d(lstm_hidden)
-        self.out = mlp(lstm_hidden, hidden, bins, zero_init_last=True, activation=nn.ELU)
-
-    def forward(self, state: Tensor, hidden: Hidden | None) -> tuple[Tensor, Hidden]:
-        """Args: state [B, C, h, w]; hidden (h, c) each [B, lstm_hidden], None for zeros.
-
-        Returns: prefix logits [B, bins] and the new (h, c).
-        """
-        # The LSTM runs in its weights' dtype: CPU autocast has no low-precision LSTM cell,
-        # and search keeps (h, c) in float32 whatever the model computes in.
-        dtype = self.lstm.weight_ih.dtype
-        x = self.reduce(state).to(dtype)
-        if hidden is not None:
-            hidden = (hidden[0].to(dtype), hidden[1].to(dtype))
-        h, c = self.lstm(x, hidden)
-        return self.out(self.norm(h).relu()), (h, c)
 
 
 class ImageWorldModel(nn.Module):
@@ -194,7 +157,13 @@ class ImageWorldModel(nn.Module):
 
         if value_prefix:
             self.reward_head: nn.Module = ValuePrefixHead(
-                channels, reduced_channels, flat, lstm_hidden, head_hidden, reward_support.bins
+                _reduce(channels, reduced_channels),
+                flat,
+                lstm_hidden,
+                head_hidden,
+                reward_support.bins,
+                norm=nn.BatchNorm1d(lstm_hidden),
+                activation=nn.ELU,
             )
         else:
             self.reward_head = nn.Sequential(

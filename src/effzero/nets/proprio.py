@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from effzero.nets.blocks import ResidualMLP, mlp
 from effzero.nets.normalizer import RunningMeanStd
 from effzero.nets.support import Support
+from effzero.nets.value_prefix import Hidden, ValuePrefixHead
 
 
 class _Head(nn.Module):
@@ -35,9 +36,10 @@ class ProprioWorldModel(nn.Module):
     the policy is [B, 2d] raw Gaussian parameters, mean part first; the squashing to μ and σ
     belongs to the distribution, not to the network). Defaults are EZ-V2's `dmc_state` sizes.
 
-    The reward head reads the next state (no value-prefix LSTM), so `recurrent_inference`
-    passes its `hidden` argument through as None. Reward and policy heads end in zeroed
-    layers; the value head does not (EZ-V2 leaves it random for continuous control).
+    The reward head reads the next state: per-step rewards (EZ-V2's proprio model), or with
+    `value_prefix` an LSTM over the unrolled states predicting rewards summed since its last
+    reset (EfficientZero V1's head, offered here for ablations). Reward and policy heads end
+    in zeroed layers; the value head does not (EZ-V2 leaves it random for continuous control).
 
     Args:
         obs_dim: length of the observation vector.
@@ -54,11 +56,11 @@ class ProprioWorldModel(nn.Module):
         proj_hidden: hidden width of the SimSiam projection.
         proj_dim: output width of the projection and of the predictor.
         pred_hidden: hidden width of the SimSiam predictor.
+        value_prefix: predict value prefixes with an LSTM instead of per-step rewards.
+        lstm_hidden: LSTM width (with `value_prefix`).
+        lstm_horizon: steps between LSTM resets, read by search and targets.
         obs_norm_count: prior sample count of the observation normaliser.
     """
-
-    value_prefix = False  # the reward head predicts per-step rewards
-    lstm_hidden = 0
 
     def __init__(
         self,
@@ -77,6 +79,9 @@ class ProprioWorldModel(nn.Module):
         proj_hidden: int = 512,
         proj_dim: int = 128,
         pred_hidden: int = 512,
+        value_prefix: bool = False,
+        lstm_hidden: int = 128,
+        lstm_horizon: int = 5,
         obs_norm_count: float = 1e3,
     ) -> None:
         super().__init__()
@@ -92,6 +97,9 @@ class ProprioWorldModel(nn.Module):
         self.state_dim = hidden
         self.value_support = value_support
         self.reward_support = reward_support
+        self.value_prefix = value_prefix
+        self.lstm_hidden = lstm_hidden if value_prefix else 0
+        self.lstm_horizon = lstm_horizon if value_prefix else 0
         head_hidden = list(head_hidden)
 
         self.representation = nn.Sequential(
@@ -111,7 +119,17 @@ class ProprioWorldModel(nn.Module):
             nn.Linear(dyn_hidden, hidden),
         )
         self.dynamics_blocks = nn.Sequential(*(ResidualMLP(hidden, dyn_hidden) for _ in range(num_blocks)))
-        self.reward_head = _Head(hidden, head_hidden, reward_support.bins, zero_init_last=True)
+        if value_prefix:
+            self.reward_head: nn.Module = ValuePrefixHead(
+                nn.Identity(),
+                hidden,
+                lstm_hidden,
+                head_hidden,
+                reward_support.bins,
+                nn.LayerNorm(lstm_hidden),
+            )
+        else:
+            self.reward_head = _Head(hidden, head_hidden, reward_support.bins, zero_init_last=True)
         self.value_head = _Head(hidden, head_hidden, value_support.bins, zero_init_last=False)
         self.policy_head = _Head(hidden, head_hidden, self.policy_dim, zero_init_last=True)
         self.projection = nn.Sequential(
@@ -157,24 +175,30 @@ class ProprioWorldModel(nn.Module):
         return state, value_logits, policy
 
     def recurrent_inference(
-        self, state: Tensor, action: Tensor, hidden: None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, None]:
+        self, state: Tensor, action: Tensor, hidden: Hidden | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Hidden | None]:
         """Step the model one action forward and predict there.
 
         Args:
             state: [B, hidden] latent states.
             action: [B] long (discrete) or [B, d] float (continuous).
-            hidden: value-prefix LSTM state; this model has none, so it must be None.
+            hidden: value-prefix LSTM state (h, c), each [B, lstm_hidden]; None means zeros (a
+                reset). Must be None without `value_prefix`.
 
         Returns:
-            next_state [B, hidden], reward_logits [B, Rbins], value_logits [B, Vbins],
-            policy [B, P], and None for the absent LSTM state.
+            next_state [B, hidden], reward_logits [B, Rbins] (value-prefix logits with
+            `value_prefix`), value_logits [B, Vbins], policy [B, P], and the new (h, c), each
+            [B, lstm_hidden], or None without `value_prefix`.
         """
-        if hidden is not None:
-            raise ValueError("ProprioWorldModel has no value-prefix LSTM; pass hidden=None")
+        if hidden is not None and not self.value_prefix:
+            raise ValueError("this ProprioWorldModel has no value-prefix LSTM; pass hidden=None")
         next_state = self.dynamics(state, action)
         value_logits, policy = self.prediction(next_state)
-        return next_state, self.reward_head(next_state), value_logits, policy, None
+        if self.value_prefix:
+            reward_logits, hidden = self.reward_head(next_state, hidden)
+        else:
+            reward_logits = self.reward_head(next_state)
+        return next_state, reward_logits, value_logits, policy, hidden
 
     def project(self, state: Tensor, with_predictor: bool) -> Tensor:
         """SimSiam embedding of latent states.
