@@ -105,7 +105,7 @@ class EZAgent(L.LightningModule):
             algo.reward_coef * losses["reward"]
             + algo.value_coef * losses["value"]
             + algo.policy_coef * losses["policy"]
-            + algo.consistency_coef * losses["consistency"]
+            + algo.consistency_coef * losses.get("consistency", 0.0)
             + algo.entropy_coef * losses.get("entropy", 0.0)
         )
         loss = (batch["weight"] * per_sample).mean()
@@ -132,7 +132,8 @@ class EZAgent(L.LightningModule):
         policy_loss, entropy = self._policy_terms(policy, batch, 0)
         reward = torch.zeros_like(value)
         consistency = torch.zeros_like(value)
-        if self.algo.consistency_coef > 0:
+        consistent = self.algo.consistency and self.algo.consistency_coef > 0
+        if consistent:
             with torch.no_grad():
                 future = model.initial_inference(future)[0]
                 targets = model.project(future, with_predictor=False).view(obs.shape[0], unroll, -1)
@@ -150,11 +151,13 @@ class EZAgent(L.LightningModule):
             value = value + value_ce(value_logits, batch["value"][:, k]) * batch["value_mask"][:, k]
             step_policy, step_entropy = self._policy_terms(policy, batch, k)
             policy_loss, entropy = policy_loss + step_policy, entropy + step_entropy
-            if self.algo.consistency_coef > 0:
+            if consistent:
                 predicted = model.project(state, with_predictor=True)
                 cosine = F.cosine_similarity(predicted, targets[:, k - 1], dim=-1)
                 consistency = consistency - cosine * batch["consistency_mask"][:, k - 1]
-        losses = {"reward": reward, "value": value, "policy": policy_loss, "consistency": consistency}
+        losses = {"reward": reward, "value": value, "policy": policy_loss}
+        if consistent:
+            losses["consistency"] = consistency
         if not self.spec.is_discrete:
             losses["entropy"] = -entropy  # minimised: a bonus on the entropy
         return losses, value0
@@ -162,15 +165,16 @@ class EZAgent(L.LightningModule):
     def _policy_terms(self, policy: Tensor, batch: dict[str, Tensor], k: int) -> tuple[Tensor, Tensor]:
         """Masked policy loss and policy entropy [B] at unroll position k.
 
-        Discrete: cross-entropy against the improved policy. Continuous (EZ-V2): with 1-D
-        actions the cross-entropy over the K sampled candidates, −Σ π′(a_i) log p(a_i);
-        otherwise −log p(a*) of the search's chosen candidate.
+        Discrete: cross-entropy against the improved policy. Continuous: the cross-entropy over
+        the K sampled candidates, −Σ π′(a_i) log p(a_i), for 1-D actions or with
+        `continuous_policy_loss=candidates` (Sampled MuZero); otherwise (EZ-V2) −log p(a*) of
+        the search's chosen candidate.
         """
         mask = batch["policy_mask"][:, k]
         if self.spec.is_discrete:
             loss = -(batch["policy"][:, k] * F.log_softmax(policy.float(), -1)).sum(-1)
             return loss * mask, torch.zeros_like(mask)
-        if self.spec.action_dim == 1:
+        if self.spec.action_dim == 1 or self.algo.continuous_policy_loss == "candidates":
             loss = -(batch["policy"][:, k] * squashed.log_prob(policy, batch["candidates"][:, k])).sum(-1)
         else:
             loss = -squashed.log_prob(policy, batch["best_action"][:, k, None])[:, 0]

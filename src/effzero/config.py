@@ -38,6 +38,11 @@ class ValueTarget(str, Enum):
     mixed = "mixed"
 
 
+class ContinuousPolicyLoss(str, Enum):
+    ezv2 = "ezv2"  # cross-entropy over the K candidates for 1-D actions, −log p(best candidate) otherwise
+    candidates = "candidates"  # cross-entropy over the K candidates always (Sampled MuZero)
+
+
 class OptimName(str, Enum):
     adam = "adam"
     adamw = "adamw"
@@ -169,7 +174,16 @@ class AlgoConfig:
     reward_coef: float = 1.0
     value_coef: float = 0.25
     policy_coef: float = 1.0
+    consistency: bool = (
+        True  # the SimSiam temporal-consistency loss (EfficientZero); its weight: consistency_coef
+    )
     consistency_coef: float = 2.0
+    off_policy_correction: bool = (
+        False  # EZ-V1: TD horizon shrinks with data age, bootstrap from a fresh search
+    )
+    correction_ratio: float = 0.3  # one step shorter per correction_ratio × correction_span env steps of age
+    correction_span: int = 100_000  # the presets set the run's total env steps
+    continuous_policy_loss: ContinuousPolicyLoss = ContinuousPolicyLoss.ezv2
     entropy_coef: float = 0.0  # continuous policies: bonus on the policy's entropy (EZ-V2 DMC: 5e-2 / 5e-3)
     entropy_samples: int = 256  # Monte-Carlo samples of that entropy
     augmentation: bool = True  # image observations: random shift (4 px) and intensity (0.05)

@@ -76,3 +76,37 @@ def test_batch_windows_masks_and_td_targets():
     ]  # step 1 sees the final obs, step 2 the next episode
     # The search-based value is the root value of a fresh search: finite where the mask is on.
     assert torch.isfinite(batch["value"]).all()
+
+
+def test_off_policy_correction_bootstraps_old_data_sooner_from_a_search_value():
+    """EZ-V1: with age 12 and ratio·span = 10 the horizon is 2 − 1 = 1, and the bootstrap
+    V(o_{k+1}) is the root value of a noise-free search from o_{k+1}, not the raw value."""
+    import dataclasses
+
+    from effzero.data.acting import search_roots
+
+    torch.manual_seed(0)
+    replay = filled_replay()
+    model = build_model(SMALL, SPEC).eval()
+    for p in model.parameters():  # zero-initialised heads would make search values equal raw ones
+        torch.nn.init.normal_(p, std=0.3)
+    search = SearchConfig(num_simulations=2, max_considered=2, noise_in_reanalyse=False)
+    algo = dataclasses.replace(ALGO, off_policy_correction=True, correction_ratio=0.5, correction_span=20)
+    batch = make_batch(replay, model, SPEC, search, algo, 8, 1.0, 1.0, learner_step=0, env_steps=12)
+    rows = {slot: b for b, slot in enumerate(batch["slot"].tolist())}
+
+    def search_value(obs_row: torch.Tensor) -> float:
+        with torch.no_grad():
+            state, logits, policy = model.initial_inference(obs_row[None])
+            value = model.value_support.to_scalar(logits)
+            return search_roots(model, state, value, policy, SPEC, search, explore=False).root_value.item()
+
+    # Slot 0 was collected at env step 0: age 12 → horizon 2 − ⌊12 / 10⌋ = 1.
+    b = rows[0]
+    expected = [0.5 + 0.9 * search_value(replay.obs[0, 1]), 1.5 + 0.9 * search_value(replay.obs[0, 2])]
+    assert batch["value"][b, :2].tolist() == pytest.approx(expected, abs=1e-4)
+    # Slot 8 (collected at step 7, age 5): full horizon 2, bootstrapping from a search at o_{k+2}.
+    b = rows[8]
+    expected = 7.5 + 0.9 * 8.5 + 0.81 * search_value(replay.obs[0, 10])
+    assert batch["value"][b, 0].item() == pytest.approx(expected, abs=1e-4)
+    assert batch["policy"].shape == (8, 3, 2)

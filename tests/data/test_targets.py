@@ -97,3 +97,31 @@ def test_value_prefix_targets_restart_every_horizon():
     # Segments of 3 steps: (1, 2, 3), (4, 5, 6), (7,).
     assert value_prefix_targets(reward, 3).tolist() == [[1, 3, 6, 4, 9, 15, 7]]
     assert value_prefix_targets(reward[:, :5], 5).tolist() == [[1, 3, 6, 10, 15]]
+
+
+def test_per_sample_td_horizons_match_hand_sums():
+    """Row 0 with n = 2, row 1 with n = 1 (EZ-V1's corrected horizon), same window."""
+    from effzero.data.targets import bootstrap_positions
+
+    reward, value = REWARD.repeat(2, 1), VALUE.repeat(2, 1)
+    last, terminated = episode_last(torch.tensor([[TRANSITION] * 5] * 2, dtype=torch.uint8))
+    z, mask = td_value_targets(reward, value, last, terminated, GAMMA, torch.tensor([2, 1]), K)
+    assert mask.tolist() == [[1, 1, 1]] * 2
+    assert z[0].tolist() == [1 + 0.5 * 2 + 0.25 * 30, 2 + 0.5 * 3 + 0.25 * 40, 3 + 0.5 * 4 + 0.25 * 50]
+    assert z[1].tolist() == [1 + 0.5 * 20, 2 + 0.5 * 30, 3 + 0.5 * 40]
+    steps, end = bootstrap_positions(last, torch.tensor([2, 1]), K, 5)
+    assert steps.tolist() == [[2, 2, 2], [1, 1, 1]] and end.tolist() == [[2, 3, 4], [1, 2, 3]]
+    # Near a terminal the episode's end caps the horizon whatever n is.
+    last, terminated = window([TRANSITION, TERMINATED, FINAL, TRANSITION, TRANSITION])
+    steps, _ = bootstrap_positions(last, torch.tensor([2]), K, 5)
+    assert steps.tolist() == [[2, 1, 0]]
+
+
+def test_off_policy_horizon_shrinks_one_step_per_ratio_times_span_of_age():
+    from effzero.data.targets import off_policy_td_steps
+
+    # ratio · span = 0.3 · 1000 = 300 env steps of age per step; n = 5, clipped to [1, 5].
+    collected = torch.tensor([1000, 999, 700, 701, 400, 0, 1200])
+    steps = off_policy_td_steps(collected, env_steps=1000, td_steps=5, ratio=0.3, total=1000)
+    assert steps.tolist() == [5, 5, 4, 5, 3, 2, 5]
+    assert off_policy_td_steps(torch.tensor([0]), 10**6, 5, 0.3, 1000).tolist() == [1]

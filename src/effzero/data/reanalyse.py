@@ -14,8 +14,10 @@ from effzero.data.acting import build_model, search_roots
 from effzero.data.replay import Replay, stack_frames
 from effzero.data.shared import Counters, SharedWeights
 from effzero.data.targets import (
+    bootstrap_positions,
     episode_last,
     mixed_value_target,
+    off_policy_td_steps,
     position_masks,
     reward_targets,
     td_value_targets,
@@ -42,7 +44,8 @@ def make_batch(
 
     The target model embeds every observation of each window: its values bootstrap the TD
     targets, and a fresh search from the first K + 1 positions gives the policy targets and
-    the search-based values (SVE).
+    the search-based values (SVE). With `algo.off_policy_correction` (EfficientZero V1) the
+    TD horizon shrinks with the sample's age and bootstraps from a search's root value.
 
     Returns (K unroll steps, B samples, S stacked frames):
         frames [B, K + S, *frame] (stacked: the observations 0..K), action [B, K, *action], reward [B, K], reward_mask [B, K],
@@ -59,18 +62,30 @@ def make_batch(
     state, value_logits, policy = model.initial_inference(obs.flatten(0, 1))
     values = model.value_support.to_scalar(value_logits).view(batch_size, width)
     last, terminated = episode_last(window["kind"])
-    td, td_mask = td_value_targets(
-        window["reward"], values, last, terminated, spec.discount, algo.td_steps, unroll
-    )
-    # Search from the K + 1 unroll positions of every window.
-    roots = torch.arange(unroll + 1)
-    root_state = state.view(batch_size, width, *state.shape[1:])[:, roots].flatten(0, 1)
-    root_policy = policy.view(batch_size, width, -1)[:, roots].flatten(0, 1)
+    td_steps: int | Tensor = algo.td_steps
+    # Search from the K + 1 unroll positions of every window (policy targets, SVE) and, with
+    # EZ-V1's off-policy correction, from each position's bootstrap observation too.
+    roots = torch.arange(unroll + 1).expand(batch_size, -1)  # [B, K + 1]
+    if algo.off_policy_correction:
+        td_steps = off_policy_td_steps(
+            window["step"][:, 0], env_steps, algo.td_steps, algo.correction_ratio, algo.correction_span
+        )
+        bootstrap_at = bootstrap_positions(last, td_steps, unroll, width)[1]
+        roots = torch.cat((roots, bootstrap_at), 1)  # [B, 2(K + 1)]
+    per_window = roots.shape[1]
+    pick = (torch.arange(batch_size)[:, None] * width + roots).flatten()
     out = search_roots(
-        model, root_state, values[:, roots].flatten(), root_policy, spec, search, search.noise_in_reanalyse
+        model, state[pick], values.flatten()[pick], policy[pick], spec, search, search.noise_in_reanalyse
+    )
+    root_value = out.root_value.view(batch_size, per_window)
+    bootstrap = values
+    if algo.off_policy_correction:  # bootstrap from a fresh search's root value, not the raw value
+        bootstrap = values.scatter(1, bootstrap_at, root_value[:, unroll + 1 :])
+    td, td_mask = td_value_targets(
+        window["reward"], bootstrap, last, terminated, spec.discount, td_steps, unroll
     )
     masks = position_masks(last, terminated, unroll)
-    sve = torch.where(masks["policy"] > 0, out.root_value.view(batch_size, unroll + 1), 0.0)
+    sve = torch.where(masks["policy"] > 0, root_value[:, : unroll + 1], 0.0)
     if algo.value_target == "td":
         value = td
     elif algo.value_target == "sve":
@@ -89,7 +104,7 @@ def make_batch(
         "reward_mask": reward_mask,
         "value": value,
         "value_mask": td_mask,
-        "policy": out.improved_policy.view(batch_size, unroll + 1, -1),
+        "policy": out.improved_policy.view(batch_size, per_window, -1)[:, : unroll + 1],
         "policy_mask": masks["policy"],
         "consistency_mask": masks["consistency"],
         "weight": weights,
@@ -98,8 +113,9 @@ def make_batch(
         "learner_step": torch.tensor(learner_step),
     }
     if not spec.is_discrete:  # the policy target is over each position's sampled candidates
-        batch["candidates"] = out.candidate_actions.view(batch_size, unroll + 1, -1, spec.action_dim)
-        batch["best_action"] = out.action.view(batch_size, unroll + 1, spec.action_dim)
+        candidates = out.candidate_actions.view(batch_size, per_window, -1, spec.action_dim)
+        batch["candidates"] = candidates[:, : unroll + 1]
+        batch["best_action"] = out.action.view(batch_size, per_window, spec.action_dim)[:, : unroll + 1]
     return batch
 
 

@@ -31,13 +31,45 @@ def episode_last(kind: Tensor) -> tuple[Tensor, Tensor]:
     return last, terminated & (last < width)
 
 
+def bootstrap_positions(
+    last: Tensor, td_steps: int | Tensor, unroll: int, width: int
+) -> tuple[Tensor, Tensor]:
+    """The TD horizon m_k = min(n, steps left in the episode) of positions k = 0..K, and the
+    window index k + m_k of the observation each bootstraps from.
+
+    Args:
+        last: [B] from `episode_last`; td_steps: n, an int or a per-sample [B] tensor;
+        width: W + 1, the window's slots.
+    Returns: steps [B, K + 1], end [B, K + 1] (clamped into the window).
+    """
+    k = torch.arange(unroll + 1, device=last.device)[None, :]  # [1, K + 1]
+    n = torch.as_tensor(td_steps, device=last.device).reshape(-1, 1)  # [B or 1, 1]
+    steps = torch.minimum(n.expand(last.shape[0], 1), last[:, None] - k + 1).clamp(min=0)
+    return steps, (k + steps).clamp(max=width - 1)
+
+
+def off_policy_td_steps(slot_step: Tensor, env_steps: int, td_steps: int, ratio: float, total: int) -> Tensor:
+    """EfficientZero V1's off-policy correction: the TD horizon shrinks with the data's age.
+
+    l = clip(n − ⌊age / (ratio · total)⌋, 1, n), age = env steps since the transition was
+    collected: old data's rewards came from an older policy, so it bootstraps sooner.
+
+    Args:
+        slot_step: [B] env step at which each sampled transition was collected.
+    Returns: [B] long.
+    """
+    age = (env_steps - slot_step).clamp(min=0)
+    shrink = torch.div(age, max(1.0, ratio * total), rounding_mode="floor").long()
+    return (td_steps - shrink).clamp(1, td_steps)
+
+
 def td_value_targets(
     reward: Tensor,
     bootstrap: Tensor,
     last: Tensor,
     terminated: Tensor,
     discount: float,
-    td_steps: int,
+    td_steps: int | Tensor,
     unroll: int,
 ) -> tuple[Tensor, Tensor]:
     """n-step TD targets z_k = Σ_{i<m} γ^i r_{k+i} + γ^m V(o_{k+m}) for positions k = 0..K.
@@ -48,18 +80,19 @@ def td_value_targets(
 
     Args:
         reward: [B, W + 1] rewards of the window's slots; bootstrap: [B, W + 1] target-model
-            values of the window's observations; last, terminated: from `episode_last`.
+            values of the window's observations; last, terminated: from `episode_last`;
+        td_steps: n, an int or a per-sample [B] tensor (at most W − K).
     Returns: targets [B, K + 1], mask [B, K + 1]
     """
+    width = reward.shape[1]
+    steps, end = bootstrap_positions(last, td_steps, unroll, width)
     k = torch.arange(unroll + 1, device=reward.device)[None, :]  # [1, K + 1]
-    last = last[:, None]
-    steps = torch.minimum(torch.full_like(last, td_steps), last - k + 1).clamp(min=0)  # m, [B, K + 1]
-    i = torch.arange(td_steps, device=reward.device)
-    index = (k[..., None] + i).clamp(max=reward.shape[1] - 1)  # [1, K + 1, n]
+    i = torch.arange(width - unroll - 1, device=reward.device)  # every horizon fits the window
+    index = (k[..., None] + i).clamp(max=width - 1)  # [1, K + 1, W - K]
     rewards = reward[:, None, :].expand(-1, unroll + 1, -1).gather(2, index.expand(reward.shape[0], -1, -1))
     weights = (discount**i).to(reward.dtype) * (i < steps[..., None])
     target = (rewards * weights).sum(-1)
-    end = (k + steps).clamp(max=reward.shape[1] - 1)
+    last = last[:, None]
     ends_terminal = terminated[:, None] & (k + steps == last + 1)
     target = target + torch.where(ends_terminal, 0.0, discount**steps * bootstrap.gather(1, end))
     inside = k <= last
