@@ -174,13 +174,9 @@ class AlgoConfig:
     reward_coef: float = 1.0
     value_coef: float = 0.25
     policy_coef: float = 1.0
-    consistency: bool = (
-        True  # the SimSiam temporal-consistency loss (EfficientZero); its weight: consistency_coef
-    )
+    consistency: bool = True  # SimSiam temporal consistency, weighted by consistency_coef
     consistency_coef: float = 2.0
-    off_policy_correction: bool = (
-        False  # EZ-V1: TD horizon shrinks with data age, bootstrap from a fresh search
-    )
+    off_policy_correction: bool = False  # EZ-V1: horizon shrinks with data age
     correction_ratio: float = 0.3  # one step shorter per correction_ratio × correction_span env steps of age
     correction_span: int = 100_000  # the presets set the run's total env steps
     continuous_policy_loss: ContinuousPolicyLoss = ContinuousPolicyLoss.ezv2
