@@ -150,7 +150,12 @@ def _log(
     tags = {"kind": "comparison", "group_by": conf.group_by, "mlflow.note.content": text}
     run = client.create_run(experiment_id, run_name="comparison", tags=tags)
     run_id = run.info.run_id
-    params = {"experiments": ",".join(patterns), "tags": str(tags), "group_by": conf.group_by}
+    params = {
+        "name": out.name,
+        "experiments": ",".join(patterns),
+        "tags": str(tags),
+        "group_by": conf.group_by,
+    }
     params |= {"runs": len(results), "bootstrap_reps": conf.bootstrap_reps, "seed": conf.seed}
     for key, value in params.items():
         client.log_param(run_id, key, value)

@@ -1,9 +1,10 @@
 """Read the runs of a comparison from MLflow: each training run's final score and its curve.
 
-A training run is a finished run without a `kind` tag; `src/eval.py` runs carry kind=eval
-and comparison reports kind=comparison. A run's final score is its last `eval/return_mean`,
-replaced by an eval.py run of its final checkpoint when one exists (Atari's 32-episode
-evaluation). An eval.py run belongs to a training run when its tag `train_run_id` names it
+A training run is a finished run without a `kind` tag (or kind=train); `src/eval.py` runs
+carry kind=eval and comparison reports kind=comparison. Unfinished runs are left out: a
+running or killed run's last evaluation is not its final one. A run's final score is its
+last `eval/return_mean`, replaced by an eval.py run of its final checkpoint when one exists
+(Atari's 32-episode evaluation). An eval.py run belongs to a training run when its tag `train_run_id` names it
 or, for eval runs that lack the tag, when its `ckpt_path` lies in the training run's
 output directory (`paths/output_dir`).
 """
@@ -44,13 +45,15 @@ def load(client: MlflowClient, patterns: list[str], tags: dict[str, str], group_
     """The latest finished training run per (group, task, seed) of the matching experiments."""
     experiments = _experiments(client, patterns)
     runs = _search(client, list(experiments))
-    training = [r for r in runs if "kind" not in r.data.tags and r.info.status == "FINISHED"]
-    evals = [r for r in runs if r.data.tags.get("kind") == "eval" and r.info.status == "FINISHED"]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    training = [r for r in finished if r.data.tags.get("kind", "train") == "train"]
+    evals = [r for r in finished if r.data.tags.get("kind") == "eval"]
     selected = [r for r in training if all(r.data.tags.get(k) == str(v) for k, v in tags.items())]
     if not selected:
         raise ValueError(
             f"no finished training run in experiments {sorted(experiments.values())} matches tags {tags} "
-            f"({len(training)} finished training runs there); experiments in {client.tracking_uri}: "
+            f"({len(training)} finished training runs there, {len(runs) - len(finished)} runs unfinished); "
+            f"experiments in {client.tracking_uri}: "
             f"{', '.join(_all_experiments(client))}"
         )
     _check_group_tag(selected, group_by)
