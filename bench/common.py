@@ -6,6 +6,7 @@ they import this module as `common`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 from effzero.config import TrainConfig, register_schemas  # noqa: E402
+from effzero.data.acting import build_model  # noqa: E402
 from effzero.data.environments import build_spec  # noqa: E402
+from effzero.data.pipeline import Pipeline, replay_layout  # noqa: E402
 from effzero.data.replay import TERMINATED, TRANSITION, Replay  # noqa: E402
 from effzero.envs import EnvSpec  # noqa: E402
 from effzero.training import max_steps  # noqa: E402
@@ -191,6 +194,72 @@ def config_names(args, quick_default: str = "cartpole") -> list[str]:
     if args.config:
         return args.config
     return [quick_default] if args.quick else list(CONFIGS)
+
+
+# ---------------------------------------------------------------------- the data side
+
+
+def data_side(
+    conf: TrainConfig, spec: EnvSpec, device: torch.device, env_steps: int, full_replay: bool
+) -> Pipeline:
+    """A run's pipeline (replay, shared weights, counters, worker jobs) whose workers are not started.
+
+    Self-play may collect `env_steps` at once: they are both the budget and the governor's
+    start, so no learner is waited for. `full_replay` keeps the run's replay capacity (sampling
+    cost grows with it); otherwise the replay holds just those steps. Weights and target
+    weights are published (random ones: costs do not depend on them). Workers run on `device`.
+    """
+    capacity = conf.data.capacity
+    if full_replay and capacity is None:
+        capacity = replay_layout(conf.data, conf.env, conf.algo, spec, 1).capacity
+    data = dataclasses.replace(
+        conf.data,
+        total_env_steps=env_steps,
+        start_transitions=env_steps,
+        capacity=capacity,
+        worker_device=str(device),
+    )
+    template = build_model(conf.model, spec)
+    pipeline = Pipeline(dataclasses.replace(conf, data=data), spec, template)
+    pipeline.weights.publish(template.state_dict())
+    pipeline.target_weights.publish(template.state_dict())
+    return pipeline
+
+
+class SelfPlayThread:
+    """The pipeline's first self-play worker, run in a thread of this process.
+
+    Its job is the one the pipeline would hand the worker process (`make_job`), so what runs
+    is exactly a run's self-play loop, minus the process boundary.
+    """
+
+    def __init__(self, pipeline: Pipeline, device: torch.device, bf16: bool):
+        supervisor = pipeline.supervisor
+        worker = supervisor.workers[0]
+        job = worker.make_job(0, supervisor.status.heartbeat(0))
+        self.errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with autocast(device, bf16):  # autocast is thread-local: entered in this thread
+                    worker.target(job)
+            except BaseException as error:
+                self.errors.append(error)
+
+        self.thread = threading.Thread(target=run, name="selfplay", daemon=True)
+
+    def start(self) -> SelfPlayThread:
+        self.thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.errors:
+            raise self.errors[0]
 
 
 # ---------------------------------------------------------------------- replay contents

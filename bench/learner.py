@@ -26,6 +26,7 @@ walker: 50k, cartpole: 5k). It is a lower bound: it assumes self-play and reanal
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
 import tempfile
@@ -97,7 +98,7 @@ class StepClock(L.Callback):
     def intervals(self, skip: int) -> list[float]:
         """Durations of the updates after the first `skip` (the first end closes update 1)."""
         ends = self.ends[skip - 1 :] if skip > 0 else self.ends
-        return [b - a for a, b in zip(ends, ends[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(ends)]
 
 
 def reanalysed_batch(
@@ -124,10 +125,8 @@ class Bench:
     data: FixedBatchData
 
 
-def build(name: str, overrides: list[str], batch_size: int | None, compile_model: bool) -> Bench:
+def build(name: str, overrides: list[str], compile_model: bool) -> Bench:
     conf, spec = load_run(name, overrides)
-    if batch_size is not None:
-        conf.data.batch_size = batch_size
     agent = EZAgent(conf.model, conf.algo, conf.optim, conf.data, spec)
     # A replay just big enough to reanalyse a batch from: its size does not touch the step.
     lanes = conf.data.selfplay_workers * conf.env.num_envs
@@ -191,7 +190,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(machine_line(device), flush=True)
     overrides = run_overrides(args)
-    benches = [build(name, overrides, args.batch_size, args.compile) for name in config_names(args)]
+    benches = [build(name, overrides, args.compile) for name in config_names(args)]
     rates: dict[str, list[float]] = {b.name: [] for b in benches}
     step_ms: dict[str, list[float]] = {b.name: [] for b in benches}
     with tempfile.TemporaryDirectory(prefix="effzero-bench-") as root, GpuMonitor(device) as gpu:
@@ -207,7 +206,7 @@ def main() -> None:
     )
     for bench in benches:
         rate = median(rates[bench.name])
-        env_steps, updates = full_run(bench.conf)
+        _, updates = full_run(bench.conf)
         print(
             f"learner config={bench.name} B={bench.conf.data.batch_size} device={device} "
             f"threads={args.threads or bench.conf.threads or args.default_threads} "

@@ -1,0 +1,177 @@
+"""Reanalysis speed: samples/s of the reanalyse worker's batch function, per config.
+
+    python bench/reanalyse.py                              # cartpole, atari, dmc at batch 256
+    python bench/reanalyse.py --config atari --batches 2 --rounds 1
+    python bench/reanalyse.py --device cuda --bf16         # on a GPU
+    python bench/reanalyse.py --quick
+
+What is timed is `make_batch`, the function a reanalyse worker calls for every batch: sample
+windows by priority, embed every observation of each window with the target model, search
+from the K + 1 unroll positions of every sample (policy targets, search-based values), and
+build the TD / mixed value targets. Its replay holds real transitions: the run's own
+self-play worker first collects enough steps for a batch (`--fill random` writes random
+transitions of the right shapes instead, when self-play is too slow to wait for). The
+replay has the run's full capacity (sampling is linear in it); `data.capacity=N` shrinks it.
+
+A worker runs with data.worker_threads torch threads (1); `--threads` changes that. Each
+round times `--batches` batches of every config in turn (interleaved, against the machine's
+drift); figures are medians over rounds.
+
+Projection: reanalysis-bound wall-clock of a full run = updates × batch /
+(samples/s × data.reanalyse_workers), updates = data.total_env_steps × data.replay_ratio +
+data.offline_updates (Atari 100k: 120k; DMC walker: 50k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+from common import (
+    GpuMonitor,
+    SelfPlayThread,
+    add_common_args,
+    autocast,
+    config_names,
+    data_side,
+    fill_random,
+    full_run,
+    hours,
+    load_run,
+    machine_line,
+    median,
+    pick_device,
+    run_overrides,
+    timed,
+)
+
+from effzero.config import TrainConfig
+from effzero.data.acting import build_model
+from effzero.data.pipeline import Pipeline
+from effzero.data.reanalyse import make_batch
+from effzero.envs import EnvSpec
+
+
+def filled(conf: TrainConfig, spec: EnvSpec, device: torch.device, fill: str, bf16: bool) -> Pipeline:
+    """A pipeline whose replay has at least 1.5 batches of sampleable start slots."""
+    envs, window = conf.env.num_envs, conf.algo.unroll_steps + conf.algo.td_steps
+    per_lane = math.ceil(1.5 * conf.data.batch_size / envs) + window + 2
+    pipeline = data_side(conf, spec, device, envs * per_lane, full_replay=True)
+    start = time.perf_counter()
+    if fill == "selfplay":
+        SelfPlayThread(pipeline, device, bf16).start().join()
+    else:
+        fill_random(pipeline.replay, spec, per_lane)
+    print(
+        f"# {conf.name}: replay filled by {fill} in {time.perf_counter() - start:.1f} s: "
+        f"{pipeline.replay.num_sampleable()} sampleable of {pipeline.replay.layout.capacity} slots",
+        flush=True,
+    )
+    return pipeline
+
+
+class Reanalyser:
+    """The target model and its `make_batch` calls for one config."""
+
+    def __init__(
+        self, conf: TrainConfig, spec: EnvSpec, pipeline: Pipeline, device: torch.device, bf16: bool
+    ):
+        self.conf, self.spec, self.pipeline, self.device, self.bf16 = conf, spec, pipeline, device, bf16
+        self.model = build_model(conf.model, spec).to(device).eval()
+        self.generator = torch.Generator().manual_seed(conf.seed)
+
+    def batch(self) -> None:
+        data, counters = self.conf.data, self.pipeline.counters
+        with autocast(self.device, self.bf16):
+            make_batch(
+                self.pipeline.replay,
+                self.model,
+                self.spec,
+                self.conf.search,
+                self.conf.algo,
+                data.batch_size,
+                data.priority_alpha,
+                data.priority_beta,
+                counters.updates,
+                counters.env_steps,
+                self.generator,
+            )
+
+
+def on_device(reanalyser: Reanalyser) -> Reanalyser:
+    """The reanalyser, moved to the CPU if `make_batch` cannot run on its device.
+
+    make_batch reads windows from the (CPU) replay and hands them to the model as they are,
+    so a model on CUDA gets CPU tensors; the figure is then the CPU's, and says so.
+    """
+    try:
+        reanalyser.batch()
+        return reanalyser
+    except RuntimeError as error:
+        if reanalyser.device.type == "cpu" or "device" not in str(error):
+            raise
+        print(
+            f"# {reanalyser.conf.name}: make_batch cannot run on {reanalyser.device} "
+            f"({str(error).splitlines()[0]}); timed on the cpu instead",
+            flush=True,
+        )
+        cpu = torch.device("cpu")
+        return Reanalyser(reanalyser.conf, reanalyser.spec, reanalyser.pipeline, cpu, reanalyser.bf16)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_args(parser)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: the config's (256; cartpole 128)"
+    )
+    parser.add_argument("--batches", type=int, default=3, help="timed batches per config and round")
+    parser.add_argument("--fill", choices=("selfplay", "random"), default="selfplay", help="replay contents")
+    args = parser.parse_args()
+    if args.quick:
+        args.batches, args.rounds = min(args.batches, 2), min(args.rounds, 2)
+    device = pick_device(args.device)
+    overrides = run_overrides(args)
+    runs = {name: load_run(name, overrides) for name in config_names(args)}
+    threads = {name: args.threads or conf.data.worker_threads for name, (conf, _) in runs.items()}
+    torch.set_num_threads(next(iter(threads.values())))
+    print(machine_line(device), flush=True)
+    reanalysers = {}
+    for name, (conf, spec) in runs.items():
+        torch.set_num_threads(threads[name])
+        pipeline = filled(conf, spec, device, args.fill, args.bf16)
+        reanalysers[name] = on_device(Reanalyser(conf, spec, pipeline, device, args.bf16))  # + warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in runs}  # per batch, median of each round
+    with GpuMonitor(device) as gpu:
+        for _ in range(args.rounds):
+            for name, reanalyser in reanalysers.items():
+                torch.set_num_threads(threads[name])
+                times = [timed(reanalyser.batch, reanalyser.device) for _ in range(args.batches)]
+                seconds[name].append(median(times))
+    print(
+        f"# reanalysed samples/s (one worker), median of {args.rounds} interleaved rounds of "
+        f"{args.batches} batches; bf16={args.bf16} fill={args.fill}{gpu.summary()}"
+    )
+    for name, (conf, _) in runs.items():
+        batch, workers = conf.data.batch_size, conf.data.reanalyse_workers
+        per_batch = median(seconds[name])
+        rate = batch / per_batch
+        _, updates = full_run(conf)
+        roots = batch * (conf.algo.unroll_steps + 1) * (2 if conf.algo.off_policy_correction else 1)
+        print(
+            f"reanalyse config={name} B={batch} roots={roots} sims={conf.search.num_simulations} "
+            f"device={reanalysers[name].device} threads={threads[name]} s_per_batch={per_batch:.3f} "
+            f"samples_per_s={rate:.1f} rounds=[{', '.join(f'{batch / s:.1f}' for s in seconds[name])}] "
+            f"full_run_updates={updates} workers={workers} "
+            f"reanalyse_bound_wall={hours(updates * batch / (rate * workers))}",
+            flush=True,
+        )
+    print("# reanalyse_bound_wall = full_run_updates × B / (samples_per_s × workers)")
+
+
+if __name__ == "__main__":
+    main()
