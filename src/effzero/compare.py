@@ -146,8 +146,13 @@ def _log(
         if found
         else client.create_experiment(name, artifact_location=conf.artifact_location)
     )
-    # The note shows the report on the run's page in the MLflow UI.
-    tags = {"kind": "comparison", "group_by": conf.group_by, "mlflow.note.content": text}
+    # The note shows the summary on the run's page in the MLflow UI; tag values hold 8000
+    # characters at most, so the per-task table (26 games × groups) stays in report.md.
+    note = (
+        text.split("## Per task")[0][:6000]
+        + "\nThe per-task table and the curves: artifacts report.md, curves.png."
+    )
+    tags = {"kind": "comparison", "group_by": conf.group_by, "mlflow.note.content": note}
     run = client.create_run(experiment_id, run_name="comparison", tags=tags)
     run_id = run.info.run_id
     params = {

@@ -109,7 +109,7 @@ def test_cartpole_tables_match_hand_computation(store, capsys):
     assert float(ezv2["mean"]) == pytest.approx((150 + 200 + 300) / 3)
     # IQM of 3 runs: the middle 1.5 are 1/4 of 150, 200 and 1/4 of 300.
     assert float(ezv2["iqm"]) == pytest.approx((0.25 * 150 + 200 + 0.25 * 300) / 1.5)
-    assert ezv2["seeds"] == "3" and ezv2["source"] == "eval.py ×32 + training ×10"
+    assert ezv2["runs"] == "3" and ezv2["source"] == "eval.py ×32 + training ×10"
     assert float(muzero["mean"]) == pytest.approx(60.0)
     assert muzero["source"] == "training ×10"
     for group, seeds in (("ezv2", [150, 200, 300]), ("muzero", [50, 60, 70])):
@@ -135,6 +135,7 @@ def test_the_comparison_run_holds_the_report_and_is_skipped_next_time(store):
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert artifacts == {"report.md", "summary.csv", "per_task.csv", "runs.csv", "curves.png"}
     assert runs[0].data.params["runs"] == "6"
+    assert "| muzero | 1 | 3 | return | 60.000 |" in runs[0].data.tags["mlflow.note.content"]
 
 
 def test_atari_reports_hns_next_to_the_papers(store):
@@ -142,7 +143,7 @@ def test_atari_reports_hns_next_to_the_papers(store):
     out = store / "compare" / "atari_all"
     ezv2 = rows(out / "summary.csv")["ezv2"]
     # HNS per seed: breakout [1 (eval.py), 0.5], ms_pacman [1, 1].
-    assert ezv2["score"] == "HNS" and ezv2["tasks"] == "2" and ezv2["seeds"] == "4"
+    assert ezv2["score"] == "HNS" and ezv2["tasks"] == "2" and ezv2["runs"] == "4"
     assert float(ezv2["mean"]) == pytest.approx((0.75 + 1.0) / 2)
     assert float(ezv2["median"]) == pytest.approx(0.875)
     assert float(ezv2["iqm"]) == pytest.approx(1.0)  # middle half of [0.5, 1, 1, 1]

@@ -102,9 +102,9 @@ def per_task(results: list[RunResult], reps: int, rng: np.random.Generator) -> T
 
 
 def summary(results: list[RunResult], reps: int, rng: np.random.Generator) -> Table:
-    """One row per group: tasks, seeds, mean/median/IQM over tasks with stratified-bootstrap CIs."""
+    """One row per group: tasks, runs, mean/median/IQM over tasks with stratified-bootstrap CIs."""
     atari = is_atari(results)
-    columns = ["group", "tasks", "seeds", "score"]
+    columns = ["group", "tasks", "runs", "score"]  # runs: seeds summed over tasks
     columns += ["mean", "mean_ci_low", "mean_ci_high", "median", "iqm", "iqm_ci_low", "iqm_ci_high", "source"]
     rows = []
     for (group,), runs in _by(results, "group").items():
