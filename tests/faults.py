@@ -2,10 +2,19 @@
 
 Used as `env.id=tests.faults:ExplodingCartPole-v0`: gymnasium imports this module (in every
 process that builds the env) and the module registers the env.
+
+The "Once" envs fail once per run, so that a restarted worker carries on: the first instance
+(in any process) to reach its fault claims the file named by the environment variable
+`EFFZERO_FAULT_FILE` (created atomically) and fails; every other instance runs normally.
 """
+
+import os
+import time
 
 import gymnasium as gym
 from gymnasium.envs.classic_control import CartPoleEnv
+
+FAULT_FILE = "EFFZERO_FAULT_FILE"
 
 
 class ExplodingCartPole(CartPoleEnv):
@@ -22,4 +31,48 @@ class ExplodingCartPole(CartPoleEnv):
         return super().step(action)
 
 
+def claim_fault() -> bool:
+    """Whether this caller is the run's first to reach its fault (it creates the fault file)."""
+    path = os.environ.get(FAULT_FILE)
+    if not path:
+        raise RuntimeError(f"set {FAULT_FILE} to a path: the file marks the fault as spent")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+class OnceCartPole(CartPoleEnv):
+    """CartPole that calls `fault()` at its `fault_after`-th step if it claims the run's fault."""
+
+    def __init__(self, fault_after: int = 30, **kwargs):
+        super().__init__(**kwargs)
+        self.steps, self.fault_after = 0, fault_after
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == self.fault_after and claim_fault():
+            self.fault()
+        return super().step(action)
+
+    def fault(self) -> None:
+        raise NotImplementedError
+
+
+class ExplodingOnceCartPole(OnceCartPole):
+    def fault(self) -> None:
+        raise RuntimeError("ExplodingOnceCartPole: injected fault")
+
+
+class HangingOnceCartPole(OnceCartPole):
+    """Hangs as a deadlock would: asleep for good, no heartbeat."""
+
+    def fault(self) -> None:
+        while True:
+            time.sleep(3600)
+
+
 gym.register("ExplodingCartPole-v0", entry_point=ExplodingCartPole, max_episode_steps=500)
+gym.register("ExplodingOnceCartPole-v0", entry_point=ExplodingOnceCartPole, max_episode_steps=500)
+gym.register("HangingOnceCartPole-v0", entry_point=HangingOnceCartPole, max_episode_steps=500)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import queue
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from effzero.config import AlgoConfig, ModelConfig, SearchConfig
 from effzero.data.acting import build_model, search_roots
-from effzero.data.replay import Replay, stack_frames
-from effzero.data.shared import Counters, SharedWeights
+from effzero.data.replay import TRANSITION, Replay, ReplayLayout, stack_frames
+from effzero.data.shared import BatchLayout, BatchSlots, Counters, SharedWeights
 from effzero.data.targets import (
     bootstrap_positions,
     episode_last,
@@ -23,6 +23,7 @@ from effzero.data.targets import (
     td_value_targets,
     value_prefix_targets,
 )
+from effzero.data.workers import Heartbeat
 from effzero.envs import EnvSpec
 
 
@@ -146,25 +147,33 @@ class ReanalyseJob:
     replay: Replay
     target_weights: SharedWeights
     counters: Counters
-    batches: object  # multiprocessing queue of ready batches
+    batches: BatchSlots  # where ready batches go
+    owner: int  # this worker's index among the reanalyse workers: the batch slots it fills
     batch_size: int
     alpha: float
     beta: float
     seed: int
+    beat: Heartbeat
     device: str = "cpu"
 
 
 def run_reanalyse(job: ReanalyseJob) -> None:
-    """Produce batches into the queue until the run stops."""
+    """Produce batches into the worker's free batch slots until the run stops.
+
+    A batch is made only once a slot of its own is free (no one else fills it), so it is as
+    fresh as the learner's demand allows and is never held while the worker waits.
+    """
     torch.manual_seed(job.seed)
     generator = torch.Generator().manual_seed(job.seed)
     model = build_model(job.model, job.spec).to(job.device).eval()
     version = 0
     counters = job.counters
     while not counters.stopping:
+        job.beat()
         version = job.target_weights.load_into(model, version)
-        if version == 0 or job.replay.num_sampleable() < job.batch_size:
-            time.sleep(0.01)
+        slot = job.batches.free_slot(job.owner)
+        if version == 0 or slot is None or job.replay.num_sampleable() < job.batch_size:
+            time.sleep(0.002)
             continue
         batch = make_batch(
             job.replay,
@@ -179,9 +188,38 @@ def run_reanalyse(job: ReanalyseJob) -> None:
             counters.env_steps,
             generator,
         )
-        while not counters.stopping:
-            try:
-                job.batches.put(batch, timeout=0.1)
-                break
-            except queue.Full:
-                continue
+        job.batches.put(slot, batch)
+
+
+def batch_layout(
+    model: ModelConfig,
+    spec: EnvSpec,
+    search: SearchConfig,
+    algo: AlgoConfig,
+    layout: ReplayLayout,
+    batch_size: int,
+) -> BatchLayout:
+    """Shapes and dtypes of the batches `make_batch` makes for a replay of `layout`.
+
+    Found by making a batch of two on one short lane of zeros with an untrained model, so they
+    follow `make_batch` wherever it goes; every entry is batch-first, or a scalar.
+    """
+    replay = Replay(dataclasses.replace(layout, lanes=1, lane_length=layout.window + 3))
+    zero = torch.zeros(1)
+    for i in range(layout.window + 2):  # slots 0 and 1 get whole windows
+        replay.append(
+            torch.tensor([0]),
+            torch.zeros(1, *layout.obs_shape, dtype=layout.obs_dtype),
+            torch.zeros(1, *layout.action_shape, dtype=layout.action_dtype),
+            zero,
+            torch.tensor([TRANSITION], dtype=torch.uint8),
+            zero,
+            torch.zeros(1, layout.policy_size),
+            torch.tensor([i]),
+        )
+    net = build_model(model, spec).eval()
+    batch = make_batch(replay, net, spec, search, algo, 2, 1.0, 1.0, 0, 0, torch.Generator().manual_seed(0))
+    return {
+        name: ((batch_size, *value.shape[1:]) if value.dim() else (), value.dtype)
+        for name, value in batch.items()
+    }

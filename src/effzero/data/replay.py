@@ -10,6 +10,13 @@ episode's first frame repeated before its start), which `stack_frames` turns int
 
 Slots become sampleable once the whole window after them (unroll + TD steps) is written or
 their episode has ended; new transitions get the largest priority seen so far.
+
+A writer may be killed at any instruction. Each step it takes is a small transaction per lane
+(`begin`, append / end episodes, `commit`): `recover` undoes an uncommitted step from the
+journal `begin` wrote, and closes the lane's unfinished episode as a time-limit cut, so a
+restarted writer starts a fresh episode in a consistent lane and nothing half-written is
+ever sampleable. `transitions` counts the action-carrying slots written per lane: the env
+steps the run has stored.
 """
 
 from __future__ import annotations
@@ -60,7 +67,8 @@ class ReplayLayout:
             + 16  # global step and episode start of the slot
             + 2  # kind, sampleable
         )
-        return self.capacity * per_slot
+        per_lane = 8 * 6 + 1  # written, episode start, transitions, journal (3), pending
+        return self.capacity * per_slot + self.lanes * per_lane + 4  # + max priority
 
 
 class Replay:
@@ -89,6 +97,9 @@ class Replay:
         self.sampleable = shared(lanes, length, dtype=torch.bool)
         self.written = shared(lanes, dtype=torch.int64)  # slots written per lane, ever
         self.episode_start = shared(lanes, dtype=torch.int64)  # absolute slot of the current episode
+        self.transitions = shared(lanes, dtype=torch.int64)  # action-carrying slots per lane, ever
+        self.journal = shared(lanes, 3, dtype=torch.int64)  # (written, episode start, transitions) at `begin`
+        self.pending = shared(lanes, dtype=torch.bool)  # a step has begun and not committed
         self.max_priority = torch.ones(1).share_memory_()
 
     # ------------------------------------------------------------------ writing
@@ -112,6 +123,8 @@ class Replay:
         """
         position = self.written[lanes]
         slot = position % self.layout.lane_length
+        # First take the slot out of sampling: it may hold an old sampleable step of the ring.
+        self.sampleable[lanes, slot] = False
         frame = obs if self.layout.frame_stack == 1 else obs[:, -self.layout.frame_shape[0] :]
         self.obs[lanes, slot] = frame.to(self.obs.dtype)
         self.start[lanes, slot] = self.episode_start[lanes]
@@ -122,11 +135,11 @@ class Replay:
         self.policy[lanes, slot] = policy.float()
         self.step[lanes, slot] = step
         self.priority[lanes, slot] = self.max_priority
-        self.sampleable[lanes, slot] = False
         # The slot `window` steps back now has a complete window, if it is in an episode.
         back = position - self.layout.window
         ok = back >= self.episode_start[lanes]
         self._mark_sampleable(lanes[ok], back[ok])
+        self.transitions[lanes] += (kind != FINAL).long()
         self.written[lanes] = position + 1
 
     def end_episodes(self, lanes: Tensor, final_obs: Tensor, step: Tensor) -> None:
@@ -154,6 +167,71 @@ class Replay:
             step,
         )
         self.episode_start[lanes] = self.written[lanes]
+
+    def begin(self, lanes: Tensor) -> None:
+        """Start a step on `lanes`: journal their state so that `recover` can undo the step."""
+        self.journal[lanes] = torch.stack(
+            (self.written[lanes], self.episode_start[lanes], self.transitions[lanes]), 1
+        )
+        self.pending[lanes] = True  # after the journal: a pending lane's journal is complete
+
+    def commit(self, lanes: Tensor) -> None:
+        """End the step begun on `lanes`: from here on `recover` keeps it."""
+        self.pending[lanes] = False
+
+    def recover(self, lanes: list[int]) -> int:
+        """Repair the lanes of a writer that died; call it only while nobody writes them.
+
+        An uncommitted step is undone. An unfinished episode is closed as a time-limit cut:
+        its last slot becomes the final observation of the step before it (the observation
+        that step reached), since the observation after the last action died with the writer.
+        Returns the transitions dropped: one per unfinished episode (its last action).
+        """
+        dropped = 0
+        for lane in lanes:
+            if self.pending[lane]:
+                self._undo(lane)
+            dropped += self._close_episode(lane)
+        return dropped
+
+    def _undo(self, lane: int) -> None:
+        written, start, transitions = self.journal[lane].tolist()
+        # The step wrote at most two slots (a transition, a final observation) and marked
+        # windows of its open episode that were not sampleable before it.
+        first = max(start, written - self.layout.window)
+        self._set_sampleable(lane, range(first, written + 2), False)
+        self.written[lane], self.episode_start[lane], self.transitions[lane] = written, start, transitions
+        self.pending[lane] = False
+
+    def _close_episode(self, lane: int) -> int:
+        written, start = int(self.written[lane]), int(self.episode_start[lane])
+        if written == start:
+            return 0
+        last = written - 1
+        length = self.layout.lane_length
+        if last == start:  # only the first observation and its action: drop them
+            self.sampleable[lane, last % length] = False
+            self.written[lane] = start
+        else:
+            slot = last % length
+            self.sampleable[lane, slot] = False
+            self.kind[lane, (last - 1) % length] = TRUNCATED
+            self.kind[lane, slot] = FINAL
+            self.action[lane, slot] = 0
+            self.reward[lane, slot] = 0.0
+            self.root_value[lane, slot] = 0.0
+            self.policy[lane, slot] = 0.0
+            # As in `end_episodes`: the windows still open now end at the cut.
+            self._set_sampleable(lane, range(max(start, last - self.layout.window), last), True)
+            self.episode_start[lane] = written
+        self.transitions[lane] -= 1
+        return 1
+
+    def _set_sampleable(self, lane: int, positions: range, value: bool) -> None:
+        if len(positions) == 0:
+            return
+        slots = torch.tensor(positions) % self.layout.lane_length
+        self.sampleable[lane, slots] = value
 
     def _mark_sampleable(self, lanes: Tensor, positions: Tensor) -> None:
         slot = positions % self.layout.lane_length
@@ -227,6 +305,8 @@ class Replay:
         return {name: getattr(self, name).clone() for name in self._tensor_names()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if "transitions" not in state:  # a checkpoint from before the count: count what the ring holds
+            state = {**state, "transitions": state["written"] - (state["kind"] == FINAL).sum(1)}
         for name in self._tensor_names():
             target = getattr(self, name)
             if state[name].shape != target.shape:
@@ -251,6 +331,7 @@ class Replay:
             "sampleable",
             "written",
             "episode_start",
+            "transitions",
             "max_priority",
         )
 

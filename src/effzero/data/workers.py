@@ -1,10 +1,27 @@
-"""Worker processes: start them, notice when one dies, stop them all."""
+"""Worker processes: start them so that they die with the learner, and what they share with it.
+
+Each worker has a row in `WorkerStatus` (shared memory): a heartbeat it refreshes in its loops
+and its traceback if it fails. On SIGUSR1 a worker writes the stacks of its threads to a file
+(faulthandler), so that the supervisor can say where a hung worker was stuck.
+
+A run's named files (those stack files) live in a directory `effzero-<pid>-*` under /dev/shm.
+A run killed with SIGKILL cannot remove its own, so every start removes those whose owner is
+gone. The rest of the shared memory needs no names: torch shares tensors through descriptors
+of segments unlinked at creation (the kernel frees them with the last process that maps
+them), and nothing here creates a named semaphore.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import faulthandler
+import math
 import os
-import queue
+import re
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -13,65 +30,160 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
+from torch import Tensor
 
 CONTEXT = mp.get_context("spawn")  # no fork: the learner holds threads (OpenMP, MLflow)
+SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+PREFIX = "effzero-"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class WorkerDied(RuntimeError):
-    """A worker process ended with an error; the message carries its traceback."""
+    """A worker process failed for good; the message carries its traceback."""
 
 
-def _exit_with_parent() -> None:
-    """End this process if the learner that started it is gone (killed, crashed)."""
-    parent = mp.parent_process()
-    while parent is not None and parent.is_alive():
+class Heartbeat:
+    """Calling it records that the worker is alive: a timestamp in shared memory (~1 µs)."""
+
+    def __init__(self, beats: Tensor, index: int):
+        self.beats, self.index = beats, index
+
+    def __call__(self) -> None:
+        self.beats[self.index] = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
+
+
+class WorkerStatus:
+    """Per worker: the time of its last heartbeat and the traceback it failed with."""
+
+    TRACE_BYTES = 16384  # the end of a longer traceback is kept: the error is at its end
+
+    def __init__(self, workers: int):
+        self.beats = torch.zeros(workers, dtype=torch.float64).share_memory_()
+        self.trace = torch.zeros(workers, self.TRACE_BYTES, dtype=torch.uint8).share_memory_()
+        self.trace_length = torch.zeros(workers, dtype=torch.int64).share_memory_()
+
+    @classmethod
+    def nbytes_for(cls, workers: int) -> int:
+        return workers * (8 + cls.TRACE_BYTES + 8)
+
+    def heartbeat(self, index: int) -> Heartbeat:
+        return Heartbeat(self.beats, index)
+
+    def last_beat(self, index: int) -> float:
+        """`time.monotonic()` of the worker's last heartbeat; 0 before its first, inf once it is done."""
+        return float(self.beats[index])
+
+    def reset(self, index: int) -> None:
+        """Before (re)starting a worker: no heartbeat yet, no traceback."""
+        self.beats[index] = 0.0
+        self.trace_length[index] = 0
+
+    def set_traceback(self, index: int, text: str) -> None:
+        data = text.encode()[-self.TRACE_BYTES :]
+        self.trace[index, : len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        self.trace_length[index] = len(data)  # last: a reader sees a whole traceback or none
+
+    def traceback(self, index: int) -> str | None:
+        length = int(self.trace_length[index])
+        if length == 0:
+            return None
+        return bytes(self.trace[index, :length].tolist()).decode(errors="replace")
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(1)
 
 
-def _worker_entry(name: str, target: Callable[[Any], None], job: Any, threads: int, errors: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
-    torch.set_num_threads(threads)
-    threading.Thread(target=_exit_with_parent, daemon=True).start()
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when the learner ends, however it ends.
+
+    Linux's parent-death signal works even while this process hangs with the GIL held; it
+    fires when the learner's thread that started this process ends, so workers are started
+    from the learner's main thread. Elsewhere a thread polls for the learner.
+    """
     try:
-        target(job)
-    except BaseException:
-        errors.put((name, traceback.format_exc()))
-        raise SystemExit(1) from None
+        armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+    except (OSError, AttributeError):
+        armed = False
+    if not armed:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    elif os.getppid() != parent:  # the learner ended before the signal was armed
+        os._exit(1)
 
 
-class WorkerSet:
-    """The worker processes of one rank."""
-
-    def __init__(self) -> None:
-        self.errors = CONTEXT.Queue()
-        self.processes: dict[str, mp.Process] = {}
-
-    def start(self, name: str, target: Callable[[Any], None], job: Any, threads: int) -> None:
-        process = CONTEXT.Process(
-            target=_worker_entry, args=(name, target, job, threads, self.errors), name=name, daemon=True
-        )
-        process.start()
-        self.processes[name] = process
-
-    def check(self) -> None:
-        """Raise `WorkerDied` with the worker's traceback if any worker failed."""
+def _worker_entry(
+    target: Callable[[Any], None],
+    job: Any,
+    threads: int,
+    status: WorkerStatus,
+    index: int,
+    stack_path: str,
+    parent: int,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    _die_with_parent(parent)
+    torch.set_num_threads(threads)
+    with open(stack_path, "w") as stacks:
+        faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+        status.heartbeat(index)()
         try:
-            name, trace = self.errors.get_nowait()
-        except queue.Empty:
-            name = next((n for n, p in self.processes.items() if p.exitcode not in (None, 0)), None)
-            if name is None:
-                return
-            trace = f"(no traceback: exit code {self.processes[name].exitcode}, e.g. killed by a signal)"
-        raise WorkerDied(f"worker {name!r} died; the run stops.\n--- its traceback ---\n{trace}")
+            target(job)
+        except BaseException:
+            status.set_traceback(index, traceback.format_exc())
+            raise SystemExit(1) from None
+        status.beats[index] = math.inf  # done: the interpreter's exit, however slow, is not a hang
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Join every worker (the caller has set the stop flag); terminate stragglers."""
-        deadline = time.monotonic() + timeout
-        for process in self.processes.values():
-            process.join(max(0.0, deadline - time.monotonic()))
-        for process in self.processes.values():
-            if process.is_alive():
-                process.terminate()
-                process.join(1.0)
-        self.processes.clear()
+
+def start_worker(
+    name: str,
+    target: Callable[[Any], None],
+    job: Any,
+    threads: int,
+    status: WorkerStatus,
+    index: int,
+    stack_path: str,
+) -> mp.Process:
+    """Start `target(job)` in a new process that reports to row `index` of `status`."""
+    process = CONTEXT.Process(
+        target=_worker_entry,
+        args=(target, job, threads, status, index, stack_path, os.getpid()),
+        name=name,
+        daemon=True,
+    )
+    process.start()
+    return process
+
+
+def run_directory() -> str:
+    """A new directory for this process's named files, after removing dead runs' leftovers."""
+    remove_leftovers()
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=SHM_DIR)
+
+
+def remove_leftovers(directory: str = SHM_DIR) -> list[str]:
+    """Remove the `effzero-<pid>-*` entries of `directory` whose process is gone; return their names."""
+    removed = []
+    for entry in sorted(os.listdir(directory)):
+        match = re.match(rf"{PREFIX}(\d+)-", entry)
+        if match is None or _alive(int(match[1])):
+            continue
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):  # another start removed it first
+                os.unlink(path)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
