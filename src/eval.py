@@ -6,6 +6,7 @@ python src/eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt episode
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
@@ -13,7 +14,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 import hydra
 from omegaconf import DictConfig
 
-from effzero.cli import run_or_explain
+from effzero.cli import preflight, run_or_explain
 from effzero.config import register_schemas
 from effzero.evaluation import evaluate_checkpoint
 
@@ -26,4 +27,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    preflight(str(Path(__file__).resolve().parents[1] / "configs"), "eval", sys.argv[1:])
     main()

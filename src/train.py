@@ -16,7 +16,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 import hydra
 from omegaconf import DictConfig
 
-from effzero.cli import check_overrides, run_or_explain
+from effzero.cli import preflight, run_or_explain
 from effzero.config import register_schemas
 from effzero.training import train
 
@@ -30,5 +30,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    check_overrides(str(Path(__file__).resolve().parents[1] / "configs"), "train", sys.argv[1:])
+    preflight(str(Path(__file__).resolve().parents[1] / "configs"), "train", sys.argv[1:])
     main()

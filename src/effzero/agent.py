@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ from effzero.data.replay import stack_frames
 from effzero.envs import EnvSpec
 from effzero.nets import augment
 from effzero.nets import policy as squashed
+
+log = logging.getLogger(__name__)
 
 
 def scale_gradient(x: Tensor, scale: float) -> Tensor:
@@ -33,6 +36,10 @@ def lr_factor(step: int, cfg: OptimConfig) -> float:
     return cfg.decay_rate ** ((step - cfg.warmup_steps) // cfg.decay_every)
 
 
+class NonFiniteLoss(FloatingPointError):
+    """More than `max_nonfinite_steps` updates in a row had a NaN or infinite loss or gradient."""
+
+
 class EZAgent(L.LightningModule):
     """EfficientZero V2's learner.
 
@@ -43,7 +50,13 @@ class EZAgent(L.LightningModule):
     """
 
     def __init__(
-        self, model: ModelConfig, algo: AlgoConfig, optim: OptimConfig, data: DataConfig, spec: EnvSpec
+        self,
+        model: ModelConfig,
+        algo: AlgoConfig,
+        optim: OptimConfig,
+        data: DataConfig,
+        spec: EnvSpec,
+        max_nonfinite_steps: int = 20,
     ):
         super().__init__()
         self.model = build_model(model, spec)
@@ -54,6 +67,9 @@ class EZAgent(L.LightningModule):
         self.next_target_state = self._snapshot()
         self._clock = (time.monotonic(), 0, 0)
         self.run_config: dict | None = None  # the resolved run config, saved in checkpoints
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_steps = 0  # updates skipped for a NaN/inf loss or gradient, this session
+        self._nonfinite_in_a_row = 0
 
     # ------------------------------------------------------------------ weights for the workers
 
@@ -109,6 +125,13 @@ class EZAgent(L.LightningModule):
             + algo.entropy_coef * losses.get("entropy", 0.0)
         )
         loss = (batch["weight"] * per_sample).mean()
+        finite = bool(torch.isfinite(loss))
+        if not finite:
+            self._skip_nonfinite("loss")
+        # (a step skipped later, for its gradient, is counted from the next step on)
+        self.log("train/nonfinite_steps", float(self.nonfinite_steps), on_step=True)
+        if not finite:
+            return None  # Lightning then skips backward and the optimiser step
         with torch.no_grad():
             priority = (value0 - batch["value"][:, 0]).abs() + 1e-6
             self.pipeline.update_priorities(batch["lane"], batch["slot"], priority)
@@ -181,6 +204,41 @@ class EZAgent(L.LightningModule):
         if self.algo.entropy_coef == 0:
             return loss * mask, torch.zeros_like(mask)
         return loss * mask, squashed.entropy(policy, self.algo.entropy_samples) * mask
+
+    # ------------------------------------------------------------------ non-finite updates
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop a step whose gradient is NaN/inf (a finite loss can still have one, e.g. at atanh(±1))."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return  # training_step skipped this update (non-finite loss)
+        fp16 = self.trainer.precision in ("16-mixed", "16-true")  # its scaler skips these steps itself
+        if not fp16 and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            optimizer.zero_grad(set_to_none=True)  # the optimiser leaves gradient-less weights alone
+            self._skip_nonfinite("gradient")
+            return
+        self._nonfinite_in_a_row = 0
+
+    def _skip_nonfinite(self, what: str) -> None:
+        """Count a skipped update; stop the run once too many come in a row (the weights are untouched)."""
+        self.nonfinite_steps += 1
+        self._nonfinite_in_a_row += 1
+        log.warning(
+            "step %d: non-finite %s, update skipped (%d in a row, %d in all)",
+            self.global_step,
+            what,
+            self._nonfinite_in_a_row,
+            self.nonfinite_steps,
+        )
+        if self._nonfinite_in_a_row > self.max_nonfinite_steps:
+            raise NonFiniteLoss(
+                f"the {what} was NaN or infinite in {self._nonfinite_in_a_row} updates in a row (to step "
+                f"{self.global_step}, max_nonfinite_steps={self.max_nonfinite_steps}); they were skipped, so "
+                "the weights are those of the last good update. Try a lower optim.lr (now "
+                f"{self.optim_cfg.lr:g}) or a longer optim.warmup_steps; trainer.precision=32-true if it is "
+                "bf16-mixed or 16-mixed; a smaller trainer.gradient_clip_val; and check that the env's "
+                "rewards and observations are finite"
+            )
 
     # ------------------------------------------------------------------ optimiser
 

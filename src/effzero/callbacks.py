@@ -1,9 +1,12 @@
-"""Lightning callbacks: periodic evaluation with noise-free search, a checkpoint on interruption."""
+"""Lightning callbacks: periodic evaluation with noise-free search; a clean stop with a checkpoint."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import gymnasium as gym
 import lightning as L
@@ -12,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from effzero.config import SearchConfig
 from effzero.data.evaluate import EvalResult, evaluate
+from effzero.data.pipeline import BatchStream
 from effzero.envs import EnvSpec
 
 
@@ -63,21 +67,120 @@ class Evaluation(L.Callback):
         )
 
 
-class InterruptCheckpoint(L.Callback):
-    """Save `<dirpath>/interrupted.ckpt` when training stops on an exception or Ctrl-C.
+class Interrupted(BaseException):
+    """Raised in the learner when SIGINT or SIGTERM stops the run.
 
-    Resume with `ckpt_path=<dirpath>/interrupted.ckpt`. (Lightning's OnExceptionCheckpoint
-    also makes every later `fit` resume from "last" implicitly; this one only writes.)
+    A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it; not a
+    KeyboardInterrupt, which Lightning turns into exit code 1.
     """
+
+    def __init__(self, signum: int, clean: bool = True):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.clean = signum, clean
+
+
+def _inside(frame: FrameType | None, codes: frozenset) -> bool:
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+# Where the learner may be stopped at any instant: waiting for a batch, playing evaluation
+# episodes. Neither changes the state a checkpoint holds.
+UNWIND_SAFE = frozenset({BatchStream.__iter__.__code__, evaluate.__code__})
+
+
+class InterruptCheckpoint(L.Callback):
+    """Save `<dirpath>/interrupted.ckpt` when training stops early: SIGINT, SIGTERM or an exception.
+
+    SIGINT (Ctrl-C) and SIGTERM (schedulers, `kill`) stop the run cleanly, inside
+    `handling_signals()`: while the learner waits for data or evaluates, at once; during an
+    update (training step, optimiser step, weight publishing), just after it, so a checkpoint
+    never holds a half-applied update. A second signal during that wait stops at once, without
+    a checkpoint. The checkpoint holds what any checkpoint holds (weights, optimiser, target
+    networks, counters, replay): resume with `ckpt_path=<dirpath>/interrupted.ckpt`.
+    Nothing is saved before the first update (nothing learnt yet).
+    """
+
+    POLL_S = 0.2  # while a stop waits for the update to end: how often to look whether it has
 
     def __init__(self, dirpath: str):
         self.dirpath = dirpath
+        self.signal: int | None = None  # the signal that stopped the run
+        self.saved: str | None = None  # the checkpoint written on the way out
+        self._training = False  # between on_train_start and on_train_end
+        self._saving = False
+
+    @contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """Route SIGINT and SIGTERM to this callback for the duration (single-process runs)."""
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGALRM, self._poll)
+        try:
+            yield
+        finally:
+            self._poll_every(0)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._saving:
+            rank_zero_info(f"{name}: writing the checkpoint, one moment")
+            return
+        if self.signal is not None:
+            self._poll_every(0)
+            raise Interrupted(signum, clean=False)
+        self.signal = signum
+        if not self._training or _inside(frame, UNWIND_SAFE):
+            raise Interrupted(signum)
+        rank_zero_info(f"{name}: stopping after the update in progress (send it again to stop at once)")
+        self._poll_every(self.POLL_S)
+
+    def _poll(self, signum: int, frame: FrameType | None) -> None:
+        """SIGALRM while a stop is pending: stop as soon as the update has ended."""
+        if self.signal is not None and not self._saving and _inside(frame, UNWIND_SAFE):
+            self._poll_every(0)
+            raise Interrupted(self.signal)
+
+    @staticmethod
+    def _poll_every(seconds: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, seconds, seconds)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._training = True
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if self.signal is not None:  # the previous update has ended: stop before the next one
+            self._poll_every(0)
+            raise Interrupted(self.signal)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._training = False
+        if self.signal is not None:  # the last update ended meanwhile: skip the final evaluation
+            self._poll_every(0)
+            raise Interrupted(self.signal)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if trainer.global_step == 0:
-            return  # nothing learnt yet (e.g. the error came while restoring a checkpoint)
+        self._poll_every(0)
+        training, self._training = self._training, False
+        if isinstance(exception, Interrupted) and not exception.clean:
+            rank_zero_info("stopped at once, without a checkpoint (the update was not over)")
+            return
+        if not training or trainer.global_step == 0:
+            return  # nothing learnt yet (or the error came while restoring a checkpoint)
         path = os.path.join(self.dirpath, "interrupted.ckpt")
-        trainer.save_checkpoint(path)
-        rank_zero_info(f"saved {path} after {type(exception).__name__}; resume with ckpt_path={path}")
+        self._saving = True
+        try:
+            trainer.save_checkpoint(path)
+        finally:
+            self._saving = False
+        self.saved = path
+        cause = signal.Signals(self.signal).name if self.signal is not None else type(exception).__name__
+        rank_zero_info(f"saved {path} after {cause}; resume with ckpt_path={path}")

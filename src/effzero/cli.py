@@ -7,13 +7,16 @@ import difflib
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from effzero.agent import NonFiniteLoss
 from effzero.config import SCHEMAS
 from effzero.data.workers import WorkerDied
 
@@ -21,41 +24,104 @@ T = TypeVar("T")
 log = logging.getLogger("effzero")
 
 # Errors whose message already names the cause and the fix: no traceback wall for them.
-USER_ERRORS = (ValueError, FileNotFoundError, MemoryError, TimeoutError, WorkerDied, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    MemoryError,
+    TimeoutError,
+    WorkerDied,
+    PermissionError,
+    NonFiniteLoss,
+)
+LOCKED_DATABASE = (
+    "the MLflow database is locked by another process (a run or an `mlflow` command writing to it) "
+    "for longer than SQLite waits; run again once it is done, or give this run its own store: "
+    "logger.mlflow.tracking_uri=sqlite:///<other>.db (eval: tracking_uri=...), or logger=none"
+)
+
+
+def is_locked_database(error: BaseException) -> bool:
+    """Whether `error`, or an error it wraps (Hydra, MLflow, SQLAlchemy), is SQLite's lock timeout."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if "database is locked" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def run_or_explain(fn: Callable[..., T], *args) -> T:
     """Call `fn`; on a user-fixable error print its message and exit 1 (EFFZERO_DEBUG=1 re-raises)."""
     try:
         return fn(*args)
-    except USER_ERRORS as error:
+    except Exception as error:
         if os.environ.get("EFFZERO_DEBUG") == "1":
             raise
-        log.error("%s: %s", type(error).__name__, error)
-        print(f"\nerror: {error}\n(set EFFZERO_DEBUG=1 for the full traceback)", file=sys.stderr)
+        if is_locked_database(error):
+            message = LOCKED_DATABASE
+        elif isinstance(error, USER_ERRORS):
+            message = str(error)
+        else:
+            raise
+        _to_log_file(f"{type(error).__name__}: {message}")
+        print(f"\nerror: {message}\n(set EFFZERO_DEBUG=1 for the full traceback)", file=sys.stderr)
         sys.exit(1)
 
 
-def check_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> None:
-    """Compose the config once before Hydra does, to explain an unknown key with the valid ones.
+def _to_log_file(message: str) -> None:
+    """Record the error in the run's log file only: the console gets it once, from the print."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
-    Hydra's own message says a key is not in a schema; this one also lists the schema's keys
-    and the closest match. Sweeps (`-m`, `a=1,2`) and Hydra's flags are left to Hydra.
+
+def preflight(config_dir: str, config_name: str, argv: Sequence[str]) -> None:
+    """Check a run's config before Hydra starts it: unknown keys, and a log directory we can write.
+
+    Sweeps (`-m`, `a=1,2`) and Hydra's flags are left to Hydra.
     """
     if any(arg.startswith("-") for arg in argv) or any("," in arg or "(" in arg for arg in argv):
         return
+    cfg = check_overrides(config_dir, config_name, argv)
+    if cfg is not None:
+        check_log_dir(str(OmegaConf.select(cfg, "paths.log_dir")))
+
+
+def check_log_dir(log_dir: str) -> None:
+    """Exit with a message if `log_dir` cannot be created or written (Hydra would print a traceback)."""
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=log_dir):
+            pass
+    except OSError as error:
+        print(
+            f"error: cannot write the log directory {log_dir} ({error.strerror}): runs, checkpoints "
+            "and the MLflow database go there. Point paths.log_dir at a writable directory, e.g. "
+            "paths.log_dir=$HOME/effzero-logs",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def check_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> DictConfig | None:
+    """Compose the config once before Hydra does, to explain an unknown key with the valid ones.
+
+    Hydra's own message says a key is not in a schema; this one also lists the schema's keys
+    and the closest match. Returns the composed config, or None where Hydra explains the error.
+    """
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            compose(config_name=config_name, overrides=list(argv))
+            return compose(config_name=config_name, overrides=list(argv))
     except (HydraException, OmegaConfBaseException) as error:
         missing = (ConfigKeyError, ConfigAttributeError)
         cause = error if isinstance(error, missing) else error.__cause__
         if not isinstance(cause, missing) or not cause.full_key:
-            return  # Hydra explains the rest well
+            return None  # Hydra explains the rest well
         group, _, key = str(cause.full_key).partition(".")
         schema = cause.object_type if dataclasses.is_dataclass(cause.object_type) else SCHEMAS.get(group)
         if schema is None or "." in key:
-            return
+            return None
         valid = [f.name for f in dataclasses.fields(schema)]
         close = difflib.get_close_matches(key, valid, n=1)
         hint = f" Did you mean {group}.{close[0]}?" if close else ""

@@ -262,6 +262,8 @@ class TrainConfig:
     ckpt_path: str | None = None
     compile: bool = False  # torch.compile the learner's model
     threads: int | None = None  # torch CPU threads of the learner; None = torch's default
+    max_nonfinite_steps: int = 20  # updates in a row with a NaN/inf loss (each skipped) before the run stops
+    tracking_wait_s: float = 60.0  # how long to wait for a locked MLflow database before giving up
 
 
 SCHEMAS = {

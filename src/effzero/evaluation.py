@@ -12,6 +12,7 @@ import mlflow
 import torch
 from omegaconf import DictConfig
 
+from effzero import checkpointing
 from effzero.config import ENV_SCHEMAS, MODEL_SCHEMAS, SearchConfig, as_config, load
 from effzero.data.acting import build_model
 from effzero.data.environments import build_spec, env_maker
@@ -26,10 +27,7 @@ def load_run(ckpt_path: str) -> tuple[torch.nn.Module, dict, dict]:
         raise FileNotFoundError(
             f"ckpt_path={ckpt_path} does not exist; checkpoints are under logs/train/runs/<run>/checkpoints/"
         )
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except Exception as error:  # truncated or not a checkpoint at all
-        raise ValueError(f"cannot read checkpoint {ckpt_path}: {error}") from None
+    checkpoint = checkpointing.load(ckpt_path)  # refuses a truncated or corrupted file clearly
     if "effzero_config" not in checkpoint:
         raise ValueError(f"{ckpt_path} was not written by effzero's train.py (it has no run config)")
     run = checkpoint["effzero_config"]

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import time
+import warnings
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from effzero import checkpointing
 from effzero.agent import EZAgent
-from effzero.callbacks import Evaluation
+from effzero.callbacks import Evaluation, InterruptCheckpoint, Interrupted
+from effzero.cli import is_locked_database
 from effzero.config import TrainConfig
 from effzero.data.datamodule import ReplayDataModule
 from effzero.data.environments import build_spec, env_maker
@@ -33,15 +40,24 @@ def max_steps(conf: TrainConfig) -> int:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the agent described by `cfg`; return the final metrics."""
     conf: TrainConfig = OmegaConf.to_object(cfg)
-    if conf.ckpt_path is not None and not os.path.isfile(conf.ckpt_path):
-        raise FileNotFoundError(
-            f"ckpt_path={conf.ckpt_path} does not exist; checkpoints are under logs/train/runs/<run>/checkpoints/"
+    if conf.ckpt_path is not None:
+        if not os.path.isfile(conf.ckpt_path):
+            raise FileNotFoundError(
+                f"ckpt_path={conf.ckpt_path} does not exist; checkpoints are under logs/train/runs/<run>/checkpoints/"
+            )
+        checkpointing.verify(conf.ckpt_path)  # before any worker starts
+        # Lightning warns on resuming mid-epoch with a dataloader that has no state; the stream is
+        # endless (an epoch is only a checkpoint interval) and its state, the replay, is in the checkpoint.
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
         )
     L.seed_everything(conf.seed, workers=True)
     if conf.threads is not None:
         torch.set_num_threads(conf.threads)
     spec = build_spec(conf.env)
-    agent = EZAgent(conf.model, conf.algo, conf.optim, conf.data, spec)
+    agent = EZAgent(
+        conf.model, conf.algo, conf.optim, conf.data, spec, max_nonfinite_steps=conf.max_nonfinite_steps
+    )
     agent.run_config = _loggable(cfg)
     datamodule = ReplayDataModule(conf, spec)
     eval_env = conf.env
@@ -56,18 +72,57 @@ def train(cfg: DictConfig) -> dict[str, float]:
         conf.seed + 10_000,
     )
     callbacks = [instantiate(c) for c in (conf.callbacks or {}).values()] + [evaluation]
-    loggers = [instantiate(c) for c in (conf.logger or {}).values()]
+    loggers = connect_loggers(list((conf.logger or {}).values()), _loggable(cfg), conf.tracking_wait_s)
     trainer: L.Trainer = instantiate(
-        conf.trainer, callbacks=callbacks, logger=loggers or False, max_steps=max_steps(conf)
+        conf.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        max_steps=max_steps(conf),
+        plugins=[checkpointing.AtomicCheckpointIO()],
     )
     if conf.compile:
         agent.model.compile()
-    for logger in loggers:
-        logger.log_hyperparams(_loggable(cfg))
-    trainer.fit(agent, datamodule=datamodule, ckpt_path=conf.ckpt_path)
+    interrupt = next((c for c in callbacks if isinstance(c, InterruptCheckpoint)), None)
+    # Several DDP ranks would each stop at their own step; there Lightning's SIGTERM handling stays.
+    signals = (
+        interrupt.handling_signals() if interrupt and trainer.world_size == 1 else contextlib.nullcontext()
+    )
+    try:
+        with signals:
+            trainer.fit(agent, datamodule=datamodule, ckpt_path=conf.ckpt_path)
+    except (Interrupted, SIGTERMException):
+        _report_interruption(trainer, loggers, interrupt)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     _report(trainer, loggers, metrics)
     return metrics
+
+
+def connect_loggers(configs: list[Any], params: dict[str, Any], wait_s: float) -> list[Logger]:
+    """Build the loggers and open their runs, waiting up to `wait_s` for a locked MLflow database.
+
+    SQLite lets one writer at a time: another run starting, or `mlflow gc`, holds the lock for
+    moments, so waiting is what a user wants; a lock held for longer is a stuck process, and
+    the run stops with a message instead of hanging.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            loggers = [instantiate(c) for c in configs]
+            for logger in loggers:
+                logger.log_hyperparams(params)  # creates the MLflow experiment and run now
+            return loggers
+        except Exception as error:
+            if not is_locked_database(error):
+                raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the MLflow database is locked by another process and stayed locked for {wait_s:.0f} s "
+                    "(tracking_wait_s). Find it with `fuser logs/mlflow.db` (an `mlflow` command, a run "
+                    "or a notebook holding a transaction) and end it; or give this run its own store: "
+                    "logger.mlflow.tracking_uri=sqlite:///<other>.db, or logger=none"
+                ) from None
+            log.warning("the MLflow database is locked by another process; retrying (up to %.0f s)", wait_s)
+            time.sleep(min(2.0, wait_s))
 
 
 def _loggable(cfg: DictConfig) -> dict[str, Any]:
@@ -75,6 +130,21 @@ def _loggable(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     container.pop("hydra", None)
     return container
+
+
+def _report_interruption(
+    trainer: L.Trainer, loggers: list[Logger], interrupt: InterruptCheckpoint | None
+) -> None:
+    """A run stopped by a signal ends normally (exit code 0); MLflow marks it KILLED."""
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
+            logger.experiment.set_terminated(logger.run_id, "KILLED")
+    signum = interrupt.signal if interrupt is not None and interrupt.signal is not None else signal.SIGTERM
+    name, step = signal.Signals(signum).name, trainer.global_step
+    if interrupt is not None and interrupt.saved is not None:
+        log.info("stopped by %s at step %d; resume with ckpt_path=%s", name, step, interrupt.saved)
+    else:
+        log.info("stopped by %s at step %d without a new checkpoint", name, step)
 
 
 def _report(trainer: L.Trainer, loggers: list, metrics: dict[str, float]) -> None:

@@ -1,0 +1,174 @@
+"""Stopping a run: SIGINT and SIGTERM end it cleanly with a checkpoint (exit 0); SIGKILL tears none.
+
+The first tests drive the real callback and checkpoint IO through a real Lightning Trainer in
+this process, with signals sent at chosen moments; the others run `src/train.py` as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from effzero import checkpointing
+from effzero.callbacks import InterruptCheckpoint, Interrupted
+from effzero.data.pipeline import BatchStream
+from tests.integration.helpers import SMOKE, checkpoints, mlflow_runs, run, start
+
+ENDLESS = ("data.total_env_steps=100000", "trainer.max_steps=100000", "trainer.limit_train_batches=10")
+
+
+def wait_for(condition: Callable[[], object], timeout: float, poll: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def interrupt_self(times: int = 1) -> None:
+    for _ in range(times):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+class FakePipeline:
+    """What BatchStream asks of the data pipeline; `on_fetch(n)` runs as the n-th batch is fetched."""
+
+    def __init__(self, on_fetch: Callable[[int], None]):
+        self.started, self.fetched, self.on_fetch = False, 0, on_fetch
+
+    def start(self) -> None:
+        self.started = True
+
+    def wait_for_update(self) -> None:
+        pass
+
+    def next_batch(self) -> torch.Tensor:
+        self.fetched += 1
+        self.on_fetch(self.fetched)
+        return torch.randn(8, 3)
+
+
+class Learner(L.LightningModule):
+    """One linear layer; `on_step(step)` runs in the middle of every training step."""
+
+    def __init__(self, on_step: Callable[[int], None]):
+        super().__init__()
+        self.layer, self.on_step, self.steps_run = nn.Linear(3, 1), on_step, 0
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.layer(batch).pow(2).mean()
+        self.on_step(self.global_step)
+        self.steps_run += 1
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=0.1)
+
+
+def fit_until_interrupted(
+    tmp_path: Path, on_step: Callable[[int], None] = lambda step: None, on_fetch=lambda n: None
+) -> tuple[InterruptCheckpoint, Learner, Interrupted]:
+    interrupt, learner = InterruptCheckpoint(str(tmp_path)), Learner(on_step)
+    trainer = L.Trainer(
+        max_steps=100,
+        callbacks=[interrupt],
+        plugins=[checkpointing.AtomicCheckpointIO()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    stream = DataLoader(BatchStream(FakePipeline(on_fetch), lambda: None), batch_size=None)
+    with pytest.raises(Interrupted) as stopped, interrupt.handling_signals():
+        trainer.fit(learner, train_dataloaders=stream)
+    return interrupt, learner, stopped.value
+
+
+# pytest-timeout's default method uses SIGALRM, which the interrupt handling borrows.
+in_process = pytest.mark.timeout(120, method="thread")
+
+
+@in_process
+def test_a_signal_during_an_update_stops_right_after_it(tmp_path):
+    interrupt, learner, stopped = fit_until_interrupted(
+        tmp_path, on_step=lambda step: interrupt_self() if step == 5 else None
+    )
+    assert stopped.clean and interrupt.signal == signal.SIGINT
+    assert learner.steps_run == 6  # the update under way finished; no other began
+    saved = checkpointing.load(interrupt.saved)
+    assert saved["global_step"] == 6
+    assert torch.equal(saved["state_dict"]["layer.weight"], learner.layer.weight.detach())
+    assert saved["optimizer_states"][0]["state"][0]["step"] == 6  # the optimiser state matches
+
+
+@in_process
+def test_a_signal_while_waiting_for_data_stops_at_once(tmp_path):
+    interrupt, learner, stopped = fit_until_interrupted(
+        tmp_path, on_fetch=lambda n: (interrupt_self(), time.sleep(30)) if n == 8 else None
+    )
+    assert stopped.clean
+    saved = checkpointing.load(interrupt.saved)
+    assert saved["global_step"] == learner.steps_run > 0  # no update after the signal
+    assert torch.equal(saved["state_dict"]["layer.weight"], learner.layer.weight.detach())
+
+
+@in_process
+def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path):
+    interrupt, _, stopped = fit_until_interrupted(
+        tmp_path, on_step=lambda step: interrupt_self(times=2) if step == 5 else None
+    )
+    assert not stopped.clean and interrupt.saved is None
+    assert not list(tmp_path.iterdir())  # not even a partial file
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_run_with_exit_0_and_a_checkpoint_that_resumes(tmp_path, signum):
+    process = start("train", tmp_path, *SMOKE, *ENDLESS)
+    try:
+        assert wait_for(lambda: any(p.name == "last.ckpt" for p in checkpoints(tmp_path)), 180)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    saved = next(p for p in checkpoints(tmp_path) if p.name == "interrupted.ckpt")
+    step = torch.load(saved, weights_only=False)["global_step"]
+    assert step >= 10
+    assert f"resume with ckpt_path={saved}" in stderr
+    _, runs = mlflow_runs(tmp_path)
+    assert runs[-1].info.status == "KILLED"
+
+    resumed = run(
+        "train", tmp_path, *SMOKE, ENDLESS[0], f"trainer.max_steps={step + 5}", f"ckpt_path={saved}"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    newest = max(checkpoints(tmp_path), key=lambda p: p.stat().st_mtime)
+    assert torch.load(newest, weights_only=False)["global_step"] == step + 5
+
+
+def test_sigkill_while_last_ckpt_is_rewritten_leaves_the_previous_one_whole(tmp_path):
+    # A replay of 2M slots makes each checkpoint ~125 MB, so its write lasts long enough to be caught.
+    process = start("train", tmp_path, *SMOKE, *ENDLESS, "data.capacity=2000000", output=False)
+    runs = tmp_path / "debug" / "runs"
+    try:
+        assert wait_for(lambda: list(runs.glob("*/checkpoints/last.ckpt")), 240)
+        assert wait_for(lambda: list(runs.glob("*/checkpoints/.last.ckpt.*.tmp")), 240, poll=0.005)
+        process.kill()
+        process.wait(30)
+    finally:
+        process.kill()
+    assert list(runs.glob("*/checkpoints/.last.ckpt.*.tmp")), "the kill missed the write"
+    last = next(runs.glob("*/checkpoints/last.ckpt"))
+    checkpointing.verify(last)  # complete, and every record matches its checksum
+    assert torch.load(last, weights_only=False)["global_step"] % 10 == 0
