@@ -114,7 +114,9 @@ class EZAgent(L.LightningModule):
 
     # ------------------------------------------------------------------ losses
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        # Running statistics (normaliser, BatchNorm) move in the forward pass: kept to undo a skipped step.
+        buffers = [b.clone() for b in self.model.buffers()]
         losses, value0 = self.losses(batch)
         algo = self.algo
         per_sample = (
@@ -127,6 +129,8 @@ class EZAgent(L.LightningModule):
         loss = (batch["weight"] * per_sample).mean()
         finite = bool(torch.isfinite(loss))
         if not finite:
+            for saved, buffer in zip(buffers, self.model.buffers(), strict=True):
+                buffer.copy_(saved)
             self._skip_nonfinite("loss")
         # (a step skipped later, for its gradient, is counted from the next step on)
         self.log("train/nonfinite_steps", float(self.nonfinite_steps), on_step=True)

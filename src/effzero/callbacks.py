@@ -178,7 +178,7 @@ class InterruptCheckpoint(L.Callback):
         path = os.path.join(self.dirpath, "interrupted.ckpt")
         self._saving = True
         try:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # everything: optimiser, replay, loops
         finally:
             self._saving = False
         self.saved = path

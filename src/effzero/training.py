@@ -51,6 +51,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         warnings.filterwarnings(
             "ignore", message="You're resuming from a checkpoint that ended before the epoch"
         )
+    # The agent returns no loss for a step it skips (non-finite loss) and logs why itself.
+    warnings.filterwarnings("ignore", message="`training_step` returned `None`")
     L.seed_everything(conf.seed, workers=True)
     if conf.threads is not None:
         torch.set_num_threads(conf.threads)
