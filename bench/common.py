@@ -307,13 +307,19 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def timed(fn, device: torch.device) -> float:
-    """Seconds one call of `fn` takes, the device's queued work included."""
+@dataclasses.dataclass(frozen=True)
+class Elapsed:
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process, all its threads: what a shared machine's load does not inflate
+
+
+def timed(fn, device: torch.device) -> Elapsed:
+    """How long one call of `fn` takes, the device's queued work included."""
     sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return Elapsed(time.perf_counter() - start, time.process_time() - cpu)
 
 
 def full_run(conf: TrainConfig) -> tuple[int, int]:

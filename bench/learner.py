@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 from common import (
+    Elapsed,
     GpuMonitor,
     add_common_args,
     config_names,
@@ -89,16 +90,16 @@ class StepClock(L.Callback):
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.ends: list[float] = []
+        self.ends: list[Elapsed] = []  # clock readings (wall, process CPU) at each end
 
     def on_train_batch_end(self, *args) -> None:
         sync(self.device)
-        self.ends.append(time.perf_counter())
+        self.ends.append(Elapsed(time.perf_counter(), time.process_time()))
 
-    def intervals(self, skip: int) -> list[float]:
+    def intervals(self, skip: int) -> list[Elapsed]:
         """Durations of the updates after the first `skip` (the first end closes update 1)."""
-        ends = self.ends[skip - 1 :] if skip > 0 else self.ends
-        return [b - a for a, b in itertools.pairwise(ends)]
+        ends = self.ends[skip - 1 :]
+        return [Elapsed(b.wall - a.wall, b.cpu - a.cpu) for a, b in itertools.pairwise(ends)]
 
 
 def reanalysed_batch(
@@ -139,8 +140,8 @@ def build(name: str, overrides: list[str], compile_model: bool) -> Bench:
     return Bench(name, conf, agent, FixedBatchData(pipeline, batch))
 
 
-def run_round(bench: Bench, device: torch.device, args, root: str) -> tuple[float, float]:
-    """Updates/s and the median update's ms over `args.steps` timed updates."""
+def run_round(bench: Bench, device: torch.device, args, root: str) -> tuple[float, float, float]:
+    """Updates/s, the median update's ms and its CPU ms, over `args.steps` timed updates."""
     torch.set_num_threads(args.threads or bench.conf.threads or args.default_threads)
     clock = StepClock(device)
     extra = {"precision": "bf16-mixed"} if args.bf16 else {}
@@ -161,7 +162,8 @@ def run_round(bench: Bench, device: torch.device, args, root: str) -> tuple[floa
     )
     trainer.fit(bench.agent, datamodule=bench.data)
     steps = clock.intervals(args.warmup)
-    return len(steps) / sum(steps), median(steps) * 1e3
+    wall = [s.wall for s in steps]
+    return len(steps) / sum(wall), median(wall) * 1e3, median([s.cpu for s in steps]) * 1e3
 
 
 def main() -> None:
@@ -193,12 +195,14 @@ def main() -> None:
     benches = [build(name, overrides, args.compile) for name in config_names(args)]
     rates: dict[str, list[float]] = {b.name: [] for b in benches}
     step_ms: dict[str, list[float]] = {b.name: [] for b in benches}
+    cpu_ms: dict[str, list[float]] = {b.name: [] for b in benches}
     with tempfile.TemporaryDirectory(prefix="effzero-bench-") as root, GpuMonitor(device) as gpu:
         for _ in range(args.rounds):
             for bench in benches:
-                rate, ms = run_round(bench, device, args, root)
+                rate, ms, cpu = run_round(bench, device, args, root)
                 rates[bench.name].append(rate)
                 step_ms[bench.name].append(ms)
+                cpu_ms[bench.name].append(cpu)
     precision = "bf16-mixed" if args.bf16 else benches[0].conf.trainer.get("precision", "32-true")
     print(
         f"# learner updates/s, median of {args.rounds} interleaved rounds of {args.steps} updates "
@@ -211,11 +215,15 @@ def main() -> None:
             f"learner config={bench.name} B={bench.conf.data.batch_size} device={device} "
             f"threads={args.threads or bench.conf.threads or args.default_threads} "
             f"updates_per_s={rate:.2f} ms_per_update={median(step_ms[bench.name]):.1f} "
+            f"cpu_ms_per_update={median(cpu_ms[bench.name]):.1f} "
             f"rounds=[{', '.join(f'{r:.2f}' for r in rates[bench.name])}] "
             f"full_run_updates={updates} learner_bound_wall={hours(updates / rate)}",
             flush=True,
         )
-    print("# learner_bound_wall = full_run_updates / updates_per_s (assumes the data side keeps up)")
+    print(
+        "# learner_bound_wall = full_run_updates / updates_per_s (assumes the data side keeps up); "
+        "cpu_ms_per_update: this process's CPU time, all threads"
+    )
 
 
 if __name__ == "__main__":

@@ -146,12 +146,14 @@ def main() -> None:
         pipeline = filled(conf, spec, device, args.fill, args.bf16)
         reanalysers[name] = on_device(Reanalyser(conf, spec, pipeline, device, args.bf16))  # + warm-up
     seconds: dict[str, list[float]] = {name: [] for name in runs}  # per batch, median of each round
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in runs}
     with GpuMonitor(device) as gpu:
         for _ in range(args.rounds):
             for name, reanalyser in reanalysers.items():
                 torch.set_num_threads(threads[name])
                 times = [timed(reanalyser.batch, reanalyser.device) for _ in range(args.batches)]
-                seconds[name].append(median(times))
+                seconds[name].append(median([t.wall for t in times]))
+                cpu_seconds[name].append(median([t.cpu for t in times]))
     print(
         f"# reanalysed samples/s (one worker), median of {args.rounds} interleaved rounds of "
         f"{args.batches} batches; bf16={args.bf16} fill={args.fill}{gpu.summary()}"
@@ -165,12 +167,16 @@ def main() -> None:
         print(
             f"reanalyse config={name} B={batch} roots={roots} sims={conf.search.num_simulations} "
             f"device={reanalysers[name].device} threads={threads[name]} s_per_batch={per_batch:.3f} "
+            f"cpu_s_per_batch={median(cpu_seconds[name]):.3f} "
             f"samples_per_s={rate:.1f} rounds=[{', '.join(f'{batch / s:.1f}' for s in seconds[name])}] "
             f"full_run_updates={updates} workers={workers} "
             f"reanalyse_bound_wall={hours(updates * batch / (rate * workers))}",
             flush=True,
         )
-    print("# reanalyse_bound_wall = full_run_updates × B / (samples_per_s × workers)")
+    print(
+        "# reanalyse_bound_wall = full_run_updates × B / (samples_per_s × workers); "
+        "cpu_s_per_batch: this process's CPU time, all threads"
+    )
 
 
 if __name__ == "__main__":

@@ -50,16 +50,20 @@ from effzero.envs import EnvBatch, EnvSpec
 POLL_S = 0.002
 
 
-def selfplay_rate(conf: TrainConfig, spec: EnvSpec, device: torch.device, steps: int, bf16: bool) -> float:
-    """Env steps/s of the self-play worker over `steps` env steps, after its first two steps."""
+def selfplay_rate(
+    conf: TrainConfig, spec: EnvSpec, device: torch.device, steps: int, bf16: bool
+) -> tuple[float, float]:
+    """Env steps/s of the self-play worker over `steps` env steps, after its first two steps,
+    and the CPU ms of this process per env step."""
     pipeline = data_side(conf, spec, device, steps, full_replay=False)
     counters, warm = pipeline.counters, 2 * conf.env.num_envs
     worker = SelfPlayThread(pipeline, device, bf16).start()
     while counters.env_steps < warm and worker.running:
         time.sleep(POLL_S)
-    start, start_steps = time.perf_counter(), counters.env_steps
+    start, cpu, start_steps = time.perf_counter(), time.process_time(), counters.env_steps
     worker.join()
-    return (counters.env_steps - start_steps) / (time.perf_counter() - start)
+    taken = counters.env_steps - start_steps
+    return taken / (time.perf_counter() - start), (time.process_time() - cpu) * 1e3 / taken
 
 
 def env_only_rate(conf: TrainConfig, spec: EnvSpec, steps: int, seed: int) -> float:
@@ -94,11 +98,14 @@ def main() -> None:
     print(machine_line(device), flush=True)
     rates: dict[str, list[float]] = {name: [] for name in runs}
     env_rates: dict[str, list[float]] = {name: [] for name in runs}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in runs}
     with GpuMonitor(device) as gpu:
         for r in range(args.rounds):
             for name, (conf, spec) in runs.items():
                 torch.set_num_threads(threads[name])
-                rates[name].append(selfplay_rate(conf, spec, device, args.steps, args.bf16))
+                rate, cpu = selfplay_rate(conf, spec, device, args.steps, args.bf16)
+                rates[name].append(rate)
+                cpu_ms[name].append(cpu)
                 env_rates[name].append(env_only_rate(conf, spec, args.steps, conf.seed + r))
     print(
         f"# self-play env steps/s (one worker), median of {args.rounds} interleaved rounds of "
@@ -111,6 +118,7 @@ def main() -> None:
         print(
             f"selfplay config={name} envs={conf.env.num_envs} sims={conf.search.num_simulations} "
             f"device={device} threads={threads[name]} env_steps_per_s={rate:.1f} "
+            f"cpu_ms_per_step={median(cpu_ms[name]):.1f} "
             f"rounds=[{', '.join(f'{x:.1f}' for x in rates[name])}] env_only_steps_per_s={env_rate:.0f} "
             f"env_share={rate / env_rate:.0%} full_run_env_steps={env_steps} workers={workers} "
             f"selfplay_bound_wall={hours(env_steps / (rate * workers))}",
@@ -118,7 +126,8 @@ def main() -> None:
         )
     print(
         "# selfplay_bound_wall = full_run_env_steps / (env_steps_per_s × workers); "
-        "env_share = env_steps_per_s / env_only_steps_per_s (the envs' share of a self-play step)"
+        "env_share = env_steps_per_s / env_only_steps_per_s (the envs' share of a self-play step); "
+        "cpu_ms_per_step: this process's CPU time, all threads"
     )
 
 
