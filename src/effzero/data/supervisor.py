@@ -183,23 +183,23 @@ class Supervisor:
                 f"worker {worker.name!r} {what}; the run stops ({self.restarts} restart(s) used, "
                 f"data.max_worker_restarts={self.max_restarts}).\n--- its traceback ---\n{trace}"
             )
-        self.restarts += 1
-        worker.process.close()
-        with contextlib.suppress(FileNotFoundError):  # it may have died before opening it
-            os.unlink(self._stack_path(index))
-        with _signals_deferred():  # a stop signal must not leave a half-repaired replay
+        with _signals_deferred():  # a stop signal must not leave a half-repaired replay or worker
+            self.restarts += 1
+            worker.process.close()
+            with contextlib.suppress(FileNotFoundError):  # it may have died before opening it
+                os.unlink(self._stack_path(index))
             repaired = worker.recover() if worker.recover is not None else ""
-        log.warning(
-            "worker %r %s; restarting it (restart %d of data.max_worker_restarts=%d)%s\n--- its traceback ---\n%s",
-            worker.name,
-            what,
-            self.restarts,
-            self.max_restarts,
-            f"; {repaired}" if repaired else "",
-            trace,
-        )
-        worker.incarnation += 1
-        self._launch(index)
+            log.warning(
+                "worker %r %s; restarting it (restart %d of data.max_worker_restarts=%d)%s\n--- its traceback ---\n%s",
+                worker.name,
+                what,
+                self.restarts,
+                self.max_restarts,
+                f"; {repaired}" if repaired else "",
+                trace,
+            )
+            worker.incarnation += 1
+            self._launch(index)
 
 
 @contextlib.contextmanager
@@ -207,7 +207,7 @@ def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT, SIGTERM and SIGALRM until the block has run.
 
     The learner's stop handler may raise at any instruction while the pipeline waits for data,
-    and a checkpoint follows. (Workers are started outside: they would inherit the mask.)
+    and a checkpoint follows. (A worker started inside inherits the mask; it clears it.)
     """
     if threading.current_thread() is not threading.main_thread():
         yield
