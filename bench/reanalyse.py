@@ -33,7 +33,7 @@ from common import (
     GpuMonitor,
     SelfPlayThread,
     add_common_args,
-    autocast,
+    bf16_calls,
     config_names,
     data_side,
     fill_random,
@@ -80,24 +80,25 @@ class Reanalyser:
     ):
         self.conf, self.spec, self.pipeline, self.device, self.bf16 = conf, spec, pipeline, device, bf16
         self.model = build_model(conf.model, spec).to(device).eval()
+        if bf16:
+            bf16_calls(self.model, device)
         self.generator = torch.Generator().manual_seed(conf.seed)
 
     def batch(self) -> None:
         data, counters = self.conf.data, self.pipeline.counters
-        with autocast(self.device, self.bf16):
-            make_batch(
-                self.pipeline.replay,
-                self.model,
-                self.spec,
-                self.conf.search,
-                self.conf.algo,
-                data.batch_size,
-                data.priority_alpha,
-                data.priority_beta,
-                counters.updates,
-                counters.env_steps,
-                self.generator,
-            )
+        make_batch(
+            self.pipeline.replay,
+            self.model,
+            self.spec,
+            self.conf.search,
+            self.conf.algo,
+            data.batch_size,
+            data.priority_alpha,
+            data.priority_beta,
+            counters.updates,
+            counters.env_steps,
+            self.generator,
+        )
 
 
 def on_device(reanalyser: Reanalyser) -> Reanalyser:
