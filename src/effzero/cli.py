@@ -35,7 +35,8 @@ USER_ERRORS = (
 )
 LOCKED_DATABASE = (
     "the MLflow database is locked by another process (a run or an `mlflow` command writing to it) "
-    "for longer than SQLite waits; run again once it is done, or give this run its own store: "
+    "for longer than SQLite waits; once it is done, run again (from the interrupted.ckpt named above, if "
+    "one was written), or give this run its own store: "
     "logger.mlflow.tracking_uri=sqlite:///<other>.db (eval: tracking_uri=...), or logger=none"
 )
 
@@ -50,8 +51,17 @@ def is_locked_database(error: BaseException) -> bool:
     return False
 
 
+class _LockErrorsExplainedHere(logging.Filter):
+    """MLflow logs a traceback for each SQLite lock timeout; `run_or_explain` reports them itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "database is locked" not in record.getMessage()
+
+
 def run_or_explain(fn: Callable[..., T], *args) -> T:
     """Call `fn`; on a user-fixable error print its message and exit 1 (EFFZERO_DEBUG=1 re-raises)."""
+    if os.environ.get("EFFZERO_DEBUG") != "1":
+        logging.getLogger("mlflow.store.db.utils").addFilter(_LockErrorsExplainedHere())
     try:
         return fn(*args)
     except Exception as error:
