@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import MLFlowLogger
 from torch import Tensor
 
 from effzero.config import AlgoConfig, DataConfig, ModelConfig, OptimConfig
@@ -268,6 +269,9 @@ class EZAgent(L.LightningModule):
         checkpoint["target_state"] = copy.deepcopy(self.target_state)
         checkpoint["next_target_state"] = copy.deepcopy(self.next_target_state)
         checkpoint["effzero_config"] = self.run_config
+        # eval.py tags its runs with the training run, so compare.py can pair them.
+        run_ids = [lg.run_id for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)]
+        checkpoint["mlflow_run_id"] = run_ids[0] if run_ids else None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("effzero_config") or {}

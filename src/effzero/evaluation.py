@@ -64,14 +64,24 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvalResult:
     )
     print("returns:", " ".join(f"{r:.1f}" for r in result.returns))
     if cfg.mlflow:
-        _log(cfg, run, result, step)
+        _log(cfg, run, result, step, checkpoint.get("mlflow_run_id"))
     return result
 
 
-def _log(cfg: DictConfig, run: dict, result: EvalResult, step: int) -> None:
+def _log(cfg: DictConfig, run: dict, result: EvalResult, step: int, train_run_id: str | None) -> None:
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_experiment(run.get("name", "default"))
-    with mlflow.start_run(run_name=f"eval-{os.path.basename(cfg.ckpt_path)}", tags={"kind": "eval"}):
+    # The training run's tags, so compare.py groups this score with its run (and its seed).
+    tags = {
+        "kind": "eval",
+        "experiment": run.get("name", "default"),
+        "algo": run["algo"]["name"],
+        "env": run["env"]["id"],
+        "seed": str(run.get("seed", 0)),
+    }
+    if train_run_id is not None:
+        tags["train_run_id"] = train_run_id
+    with mlflow.start_run(run_name=f"eval-{os.path.basename(cfg.ckpt_path)}", tags=tags):
         mlflow.log_params({"ckpt_path": cfg.ckpt_path, "episodes": cfg.episodes, "step": step})
         mlflow.log_metrics({"eval/return_mean": result.mean, "eval/return_std": result.std}, step=step)
         if result.frames:

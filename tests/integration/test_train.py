@@ -70,6 +70,10 @@ def test_eval_script_replays_a_checkpoint_and_logs_a_video(tmp_path):
     client, runs = mlflow_runs(tmp_path)
     evaluation = runs[-1]
     assert evaluation.data.tags.get("kind") == "eval" and "eval/return_mean" in evaluation.data.metrics
+    training = runs[0]  # eval.py's run names the training run and carries its tags
+    assert evaluation.data.tags["train_run_id"] == training.info.run_id
+    for tag in ("experiment", "algo", "env", "seed"):
+        assert evaluation.data.tags[tag] == training.data.tags[tag], tag
     videos = client.list_artifacts(evaluation.info.run_id, "videos")
     assert videos and videos[0].path.endswith(".mp4")
 
