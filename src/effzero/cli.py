@@ -129,14 +129,18 @@ def check_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> D
         if not isinstance(cause, missing) or not cause.full_key:
             return None  # Hydra explains the rest well
         group, _, key = str(cause.full_key).partition(".")
+        if not key:  # a top-level key: the root config's fields, prefixed in the hint
+            group, key = "", group
         schema = cause.object_type if dataclasses.is_dataclass(cause.object_type) else SCHEMAS.get(group)
         if schema is None or "." in key:
             return None
         valid = [f.name for f in dataclasses.fields(schema)]
         close = difflib.get_close_matches(key, valid, n=1)
-        hint = f" Did you mean {group}.{close[0]}?" if close else ""
+        where = f"{group}." if group else ""
+        hint = f" Did you mean {where}{close[0]}?" if close else ""
+        owner, label = (group, group) if group else (f"the {config_name} config", "top-level")
         print(
-            f"error: {group} has no setting {key!r}.{hint}\n  valid {group} settings: {', '.join(valid)}",
+            f"error: {owner} has no setting {key!r}.{hint}\n  valid {label} settings: {', '.join(valid)}",
             file=sys.stderr,
         )
         sys.exit(1)

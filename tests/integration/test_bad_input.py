@@ -37,6 +37,8 @@ def assert_one_clear_message(result: subprocess.CompletedProcess, *expected: str
         (("ckpt_path=/nonexistent/last.ckpt",), "does not exist"),
         (("optim.name=adagrad",), "expected one of [adam, adamw, sgd]"),
         (("search.num_simulation=3",), "Did you mean search.num_simulations?"),
+        (("seedd=1",), "the train config has no setting 'seedd'. Did you mean seed?"),
+        (("algo=muzeroo",), "Could not find 'algo/muzeroo'"),
     ],
 )
 def test_bad_input_gets_one_clear_message(tmp_path, overrides, expected):
