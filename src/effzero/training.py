@@ -89,13 +89,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     signals = (
         interrupt.handling_signals() if interrupt and trainer.world_size == 1 else contextlib.nullcontext()
     )
+    stopped = False
     try:
         with signals:
             trainer.fit(agent, datamodule=datamodule, ckpt_path=conf.ckpt_path)
     except (Interrupted, SIGTERMException):
+        stopped = True
         _report_interruption(trainer, loggers, interrupt)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     _report(trainer, loggers, metrics)
+    if stopped:
+        raise SystemExit(0)  # exit code 0 for a clean stop; in a sweep, no further run starts
     return metrics
 
 
