@@ -26,9 +26,8 @@ class Worker:
     name: str
     target: Callable[[Any], None]
     make_job: Callable[[int, Heartbeat], Any]  # (incarnation, heartbeat) -> the job to run
-    recover: Callable[[], str] | None = (
-        None  # repairs what a dead incarnation left half-done; says what it did
-    )
+    # Repairs what a dead incarnation left half-done; returns what it did, for the log.
+    recover: Callable[[], str] | None = None
     incarnation: int = 0
     process: mp.Process | None = None
 
@@ -141,8 +140,12 @@ class Supervisor:
         if code == 0:
             return None
         if code is not None:
-            if trace is None:  # killed, or failed before it could run (see the log above)
-                how = f", killed by {signal.Signals(-code).name}" if code < 0 else ""
+            if trace is None:
+                how = (
+                    f", killed by {signal.Signals(-code).name}"
+                    if code < 0
+                    else "; it failed while starting, its error is in the output above"
+                )
                 trace = f"(no traceback: exit code {code}{how})"
             return "died", trace
         last = self.status.last_beat(index)
