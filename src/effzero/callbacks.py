@@ -101,7 +101,7 @@ class InterruptCheckpoint(L.Callback):
     never holds a half-applied update. A second signal during that wait stops at once, without
     a checkpoint. The checkpoint holds what any checkpoint holds (weights, optimiser, target
     networks, counters, replay): resume with `ckpt_path=<dirpath>/interrupted.ckpt`.
-    Nothing is saved before the first update (nothing learnt yet).
+    A stop before the first update saves too: the transitions collected so far are worth keeping.
     """
 
     POLL_S = 0.2  # while a stop waits for the update to end: how often to look whether it has
@@ -173,8 +173,10 @@ class InterruptCheckpoint(L.Callback):
         if isinstance(exception, Interrupted) and not exception.clean:
             rank_zero_info("stopped at once, without a checkpoint (the update was not over)")
             return
-        if not training or trainer.global_step == 0:
-            return  # nothing learnt yet (or the error came while restoring a checkpoint)
+        if not training:
+            return  # the error came while restoring a checkpoint, or after the last one was written
+        if self.signal is None and trainer.global_step == 0:
+            return  # an error before the first update: nothing worth resuming from
         path = os.path.join(self.dirpath, "interrupted.ckpt")
         self._saving = True
         try:
