@@ -21,11 +21,12 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -155,8 +156,30 @@ def start_worker(
         name=name,
         daemon=True,
     )
-    process.start()
+    with _main_script_hidden():
+        process.start()
     return process
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Keep spawn from re-running the learner's main script in the new process.
+
+    Spawn runs it so that objects pickled from `__main__` can be found; workers' jobs hold
+    none, and the script's imports (Lightning, MLflow, Hydra for src/train.py) would triple
+    a worker's start, which every restart waits for.
+    """
+    main = sys.modules["__main__"]
+    spec, path = getattr(main, "__spec__", None), getattr(main, "__file__", None)
+    main.__spec__ = None  # spawn reads both: a module name, else a path
+    if path is not None:
+        del main.__file__
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
 
 
 def run_directory() -> str:
