@@ -111,6 +111,7 @@ class EZAgent(L.LightningModule):
             self.log("perf/queue_depth", float(self.pipeline.batches.qsize()))
             self._clock = (now, env_steps, self.global_step)
         self.log("train/env_steps", float(env_steps * self.trainer.world_size), on_step=True)
+        self.log("workers/restarts", float(self.pipeline.restarts), on_step=True)
         self.log("perf/batch_staleness", float(self.global_step - int(batch["learner_step"])), on_step=True)
 
     # ------------------------------------------------------------------ losses

@@ -96,6 +96,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except (Interrupted, SIGTERMException):
         stopped = True
         _report_interruption(trainer, loggers, interrupt)
+    finally:
+        # Lightning skips the datamodule's teardown when fit raises: stop the workers here, so
+        # a sweep or a notebook that goes on after a failed run does not keep them.
+        datamodule.teardown("fit")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     _report(trainer, loggers, metrics)
     if stopped:
