@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ("experiment=cartpole", "debug=smoke", "trainer.enable_progress_bar=false")
@@ -57,3 +62,34 @@ def start(script: str, log_dir: Path, *overrides: str, output: bool = True) -> s
         stderr=stream,
         text=True,
     )
+
+
+def wait_for(condition: Callable[[], T], timeout: float, poll: float = 0.2) -> T | None:
+    """Poll `condition` until it returns something truthy (returned) or `timeout` s pass (None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(poll)
+    return None
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

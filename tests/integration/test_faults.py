@@ -8,39 +8,9 @@ from pathlib import Path
 
 import torch
 
-from tests.integration.helpers import SMOKE, checkpoints, run, start
+from tests.integration.helpers import SMOKE, alive, checkpoints, children, run, start, wait_for
 
 ENDLESS = ("data.total_env_steps=100000", "trainer.max_steps=100000")
-
-
-def children(pid: int) -> list[int]:
-    """PIDs whose parent is `pid` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_for(condition, timeout: float, poll: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll)
-    return False
 
 
 def workers_of(process: subprocess.Popen) -> list[int]:

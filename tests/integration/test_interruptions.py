@@ -21,18 +21,9 @@ from torch.utils.data import DataLoader
 from effzero import checkpointing
 from effzero.callbacks import InterruptCheckpoint, Interrupted
 from effzero.data.pipeline import BatchStream
-from tests.integration.helpers import SMOKE, checkpoints, mlflow_runs, run, start
+from tests.integration.helpers import SMOKE, checkpoints, mlflow_runs, run, start, wait_for
 
 ENDLESS = ("data.total_env_steps=100000", "trainer.max_steps=100000", "trainer.limit_train_batches=10")
-
-
-def wait_for(condition: Callable[[], object], timeout: float, poll: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll)
-    return False
 
 
 def interrupt_self(times: int = 1) -> None:

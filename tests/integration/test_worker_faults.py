@@ -20,38 +20,10 @@ import torch
 from effzero.data.workers import PREFIX, SHM_DIR
 from tests.data.test_workers import replay_problems
 from tests.faults import FAULT_FILE
-from tests.integration.helpers import SMOKE, checkpoints, command, environment, run
+from tests.integration.helpers import SMOKE, alive, checkpoints, children, command, environment, run, wait_for
 
 SHORT = (*SMOKE, "data.total_env_steps=400")  # 40 updates
 ENDLESS = ("data.total_env_steps=100000", "trainer.max_steps=100000")
-
-
-def wait_for(condition, timeout: float, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(poll)
-    return None
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def shm_names(pid: int) -> set[str]:
