@@ -143,7 +143,7 @@ class GpuMonitor:
             self._thread.join()
 
     def summary(self) -> str:
-        """`gpu_util=..% gpu_mem=.. GiB` on CUDA, empty on the CPU."""
+        """` gpu_util=..% gpu_peak_mem=..GiB` on CUDA, empty on the CPU."""
         if self.device.type != "cuda":
             return ""
         util = f"{sum(self.samples) / len(self.samples):.0f}%" if self.samples else "n/a"
@@ -187,12 +187,12 @@ def run_overrides(args) -> list[str]:
     return overrides + list(args.overrides)
 
 
-def add_common_args(parser, default_config: str = "cartpole") -> None:
+def add_common_args(parser) -> None:
     parser.add_argument(
         "--config",
         nargs="+",
         default=None,
-        help=f"{', '.join(CONFIGS)} or any experiment name (default: {default_config}, all three without --quick)",
+        help=f"{', '.join(CONFIGS)} or any experiment name (default: all three; cartpole with --quick)",
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1")
     parser.add_argument(
@@ -208,10 +208,10 @@ def add_common_args(parser, default_config: str = "cartpole") -> None:
     )
 
 
-def config_names(args, quick_default: str = "cartpole") -> list[str]:
+def config_names(args) -> list[str]:
     if args.config:
         return args.config
-    return [quick_default] if args.quick else list(CONFIGS)
+    return ["cartpole"] if args.quick else list(CONFIGS)
 
 
 # ---------------------------------------------------------------------- the data side
@@ -349,7 +349,8 @@ def full_run(conf: TrainConfig) -> tuple[int, int]:
     """Env steps and learner updates of a complete run of `conf`.
 
     Updates = trainer.max_steps, else data.total_env_steps × data.replay_ratio +
-    data.offline_updates (Atari 100k: 100k + 20k = 120k; DMC walker: 50k; cartpole: 5k).
+    data.offline_updates (Atari 100k: 100k + 20k = 120k; DMC walker: 50k + 20k = 70k;
+    cartpole: 10k × 0.5 = 5k).
     """
     return conf.data.total_env_steps, max_steps(conf)
 

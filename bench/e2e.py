@@ -21,7 +21,7 @@ data.start_transitions steps of self-play):
 and reports updates/s, env steps/s (agent steps/hour) and, on CUDA, the GPU's utilisation.
 
 Projection: wall-clock of a full run ≈ startup + U / (updates/s), U = data.total_env_steps ×
-replay ratio + data.offline_updates (Atari 100k: 120k; DMC walker: 50k): the measured
+replay ratio + data.offline_updates (Atari 100k: 120k; DMC walker: 70k): the measured
 steady rate held for the whole run. Offline updates (after collection) wait for no
 self-play, so this overestimates them; evaluation and checkpoints are not included.
 """
@@ -184,7 +184,8 @@ def main() -> None:
     split = clock.report()
     _, total_updates = full_run(conf)
     print(
-        f"e2e config={args.config} device={device} B={conf.data.batch_size} ratio={args.replay_ratio} "
+        f"e2e config={args.config} device={device} learner_threads={torch.get_num_threads()} "
+        f"B={conf.data.batch_size} ratio={args.replay_ratio} "
         f"startup_s={startup:.1f} window_s={window:.1f} updates={clock.updates} "
         f"updates_per_s={rate:.2f} env_steps_per_s={env_rate:.2f} agent_steps_per_hour={env_rate * 3600:.0f} "
         + " ".join(f"{name}={seconds / window:.0%}" for name, seconds in split.items())

@@ -1,6 +1,6 @@
 """Learner speed: updates/s of the training step alone, at each real config.
 
-    python bench/learner.py                                  # cartpole, atari, dmc at batch 256
+    python bench/learner.py                                  # cartpole, atari, dmc (batch 256; cartpole 128)
     python bench/learner.py --config atari --steps 5 --rounds 1
     python bench/learner.py --device cuda --bf16 --compile   # on a GPU
     python bench/learner.py --quick                          # seconds, small sizes
@@ -20,7 +20,7 @@ Each round runs `--warmup` untimed and `--steps` timed updates of every config i
 
 Projection: learner-bound wall-clock of a full run = updates / (updates/s), with updates =
 data.total_env_steps × data.replay_ratio + data.offline_updates (Atari 100k: 120k, DMC
-walker: 50k, cartpole: 5k). It is a lower bound: it assumes self-play and reanalysis keep up.
+walker: 70k, cartpole: 5k). It is a lower bound: it assumes self-play and reanalysis keep up.
 """
 
 from __future__ import annotations

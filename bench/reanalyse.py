@@ -1,6 +1,6 @@
 """Reanalysis speed: samples/s of the reanalyse worker's batch function, per config.
 
-    python bench/reanalyse.py                              # cartpole, atari, dmc at batch 256
+    python bench/reanalyse.py                              # cartpole, atari, dmc (batch 256; cartpole 128)
     python bench/reanalyse.py --config atari --batches 2 --rounds 1
     python bench/reanalyse.py --device cuda --bf16         # on a GPU
     python bench/reanalyse.py --quick
@@ -19,7 +19,7 @@ drift); figures are medians over rounds.
 
 Projection: reanalysis-bound wall-clock of a full run = updates × batch /
 (samples/s × data.reanalyse_workers), updates = data.total_env_steps × data.replay_ratio +
-data.offline_updates (Atari 100k: 120k; DMC walker: 50k).
+data.offline_updates (Atari 100k: 120k; DMC walker: 70k).
 """
 
 from __future__ import annotations
