@@ -136,9 +136,7 @@ def build(name: str, overrides: list[str], compile_model: bool) -> Bench:
     pipeline = Pipeline(conf, spec, agent.model)
     batch = reanalysed_batch(conf, spec, pipeline, conf.data.batch_size)
     if compile_model:
-        # `compile=true` in a run calls agent.model.compile(), which compiles the world model's
-        # forward, and no one calls that (the learner calls its inference methods): compile the
-        # whole loss computation instead, what that setting is meant to buy.
+        # as `compile=true` does in a run
         agent.losses = torch.compile(agent.losses)
     return Bench(name, conf, agent, FixedBatchData(pipeline, batch))
 

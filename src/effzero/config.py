@@ -260,7 +260,7 @@ class TrainConfig:
     tags: list[str] = field(default_factory=list)
     seed: int = 0
     ckpt_path: str | None = None
-    compile: bool = False  # torch.compile the learner's model
+    compile: bool = False  # torch.compile the learner's unroll and losses
     threads: int | None = None  # torch CPU threads of the learner; None = torch's default
     max_nonfinite_steps: int = 20  # updates in a row with a NaN/inf loss (each skipped) before the run stops
     tracking_wait_s: float = 60.0  # how long to wait for a locked MLflow database before giving up

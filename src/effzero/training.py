@@ -82,8 +82,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         max_steps=max_steps(conf),
         plugins=[checkpointing.AtomicCheckpointIO()],
     )
-    if conf.compile:
-        agent.model.compile()
+    if conf.compile:  # the learner calls the model's inference methods, never its forward
+        agent.losses = torch.compile(agent.losses)
     interrupt = next((c for c in callbacks if isinstance(c, InterruptCheckpoint)), None)
     # Several DDP ranks would each stop at their own step; there Lightning's SIGTERM handling stays.
     signals = (

@@ -251,3 +251,19 @@ def test_bf16_autocast_model_and_inference_mode():
     assert out.improved_policy.dtype == torch.float32
     assert torch.isfinite(out.improved_policy).all() and torch.isfinite(out.root_value).all()
     assert out.visit_counts.sum(-1).tolist() == [16.0] * 16
+
+
+def test_a_search_run_entirely_under_autocast_keeps_its_tree_in_float32():
+    """Workers may autocast the whole search (model calls included): the back-up's matmul must not
+    turn the returns into bf16, and the result equals the float32 search's to bf16 model noise."""
+    model = DiscreteToy(18, seed=2)
+    logits, value, (latent, depth) = model.root(8)
+    model.w, model.heads = model.w.float(), model.heads.float()  # autocast lowers float32 only
+    logits, value, state = logits.float(), value.float(), (latent.float(), depth.float())
+    gumbel = torch.zeros_like(logits)
+    plain = gumbel_search(logits, value, state, model, 16, 8, GAMMA, gumbel)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        out = gumbel_search(logits, value, state, model, 16, 8, GAMMA, gumbel)
+    assert out.root_value.dtype == torch.float32 and torch.isfinite(out.root_value).all()
+    assert out.visit_counts.sum(-1).tolist() == [16.0] * 8
+    torch.testing.assert_close(out.root_value.double(), plain.root_value.double(), atol=0.1, rtol=0.05)

@@ -261,7 +261,9 @@ def backup(tree: Tree, path: Tensor, depth: Tensor, first: int, leaf_value: Tens
     # X: the rewards along each path, then the leaf value, then zeros.
     x = tree.reward.gather(1, full.view(batch, -1)).view_as(full)
     x.scatter_(-1, depth[..., None] + 2, leaf_value.view(batch, k, 1).to(x.dtype))
-    returns = x @ tree.discounts[: width + 1, :width]  # [B, k, D + 1], zero past the leaf
+    # The tree's arithmetic stays in its own dtype even when the caller autocasts the model.
+    with torch.autocast(x.device.type, enabled=False):
+        returns = x @ tree.discounts[: width + 1, :width]  # [B, k, D + 1], zero past the leaf
     on_path = full[..., :width].reshape(batch, -1)
     tree.value_sum.scatter_add_(1, on_path, returns.view(batch, -1))
     tree.visits.scatter_add_(1, on_path, torch.ones_like(on_path, dtype=returns.dtype))
