@@ -110,3 +110,22 @@ def test_off_policy_correction_bootstraps_old_data_sooner_from_a_search_value():
     expected = 7.5 + 0.9 * 8.5 + 0.81 * search_value(replay.obs[0, 10])
     assert batch["value"][b, 0].item() == pytest.approx(expected, abs=1e-4)
     assert batch["policy"].shape == (8, 3, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_on_the_gpu_gives_the_cpu_batch():
+    """Reanalysis with data.worker_device=cuda: the CPU replay's windows go to the model's device
+    and the batch comes back on the CPU, equal to the CPU model's (noise-free search)."""
+    replay = filled_replay()
+    model = build_model(SMALL, SPEC).eval()
+    search = SearchConfig(num_simulations=4, max_considered=2, noise_in_reanalyse=False)
+    batches = []
+    for device in ("cpu", "cuda"):
+        generator = torch.Generator().manual_seed(3)
+        batches.append(
+            make_batch(replay, model.to(device), SPEC, search, ALGO, 8, 1.0, 1.0, 0, 12, generator)
+        )
+    cpu, gpu = batches
+    assert all(v.device.type == "cpu" for v in gpu.values())
+    for key in cpu:
+        torch.testing.assert_close(gpu[key], cpu[key], atol=1e-4, rtol=1e-4, msg=key)

@@ -52,11 +52,13 @@ def make_batch(
         frames [B, K + S, *frame] (stacked: the observations 0..K), action [B, K, *action], reward [B, K], reward_mask [B, K],
         value [B, K + 1], value_mask [B, K + 1], policy [B, K + 1, A or Kc], policy_mask [B, K + 1],
         consistency_mask [B, K], weight [B], lane [B], slot [B], learner_step [] (when sampled);
-        for continuous actions also candidates [B, K + 1, Kc, d] and best_action [B, K + 1, d].
+        for continuous actions also candidates [B, K + 1, Kc, d] and best_action [B, K + 1, d];
+        on the CPU whatever the model's device.
     """
     unroll = algo.unroll_steps
     lanes, slots, weights = replay.sample(batch_size, alpha, beta, generator)
-    window = replay.windows(lanes, slots)
+    device = next(model.parameters()).device  # the replay lives on the CPU, the model anywhere
+    window = {k: v.to(device, non_blocking=True) for k, v in replay.windows(lanes, slots).items()}
     stack = replay.layout.frame_stack
     obs = stack_frames(window["frames"], stack)  # [B, W + 1, *obs]
     width = obs.shape[1]
@@ -66,7 +68,7 @@ def make_batch(
     td_steps: int | Tensor = algo.td_steps
     # Search from the K + 1 unroll positions of every window (policy targets, SVE) and, with
     # EZ-V1's off-policy correction, from each position's bootstrap observation too.
-    roots = torch.arange(unroll + 1).expand(batch_size, -1)  # [B, K + 1]
+    roots = torch.arange(unroll + 1, device=device).expand(batch_size, -1)  # [B, K + 1]
     if algo.off_policy_correction:
         td_steps = off_policy_td_steps(
             window["step"][:, 0], env_steps, algo.td_steps, algo.correction_ratio, algo.correction_span
@@ -74,7 +76,7 @@ def make_batch(
         bootstrap_at = bootstrap_positions(last, td_steps, unroll, width)[1]
         roots = torch.cat((roots, bootstrap_at), 1)  # [B, 2(K + 1)]
     per_window = roots.shape[1]
-    pick = (torch.arange(batch_size)[:, None] * width + roots).flatten()
+    pick = (torch.arange(batch_size, device=device)[:, None] * width + roots).flatten()
     out = search_roots(
         model, state[pick], values.flatten()[pick], policy[pick], spec, search, search.noise_in_reanalyse
     )
@@ -117,7 +119,7 @@ def make_batch(
         candidates = out.candidate_actions.view(batch_size, per_window, -1, spec.action_dim)
         batch["candidates"] = candidates[:, : unroll + 1]
         batch["best_action"] = out.action.view(batch_size, per_window, spec.action_dim)[:, : unroll + 1]
-    return batch
+    return {k: v.cpu() for k, v in batch.items()}
 
 
 def unroll_actions(action: Tensor, last: Tensor, spec: EnvSpec, generator: torch.Generator | None) -> Tensor:
@@ -126,14 +128,14 @@ def unroll_actions(action: Tensor, last: Tensor, spec: EnvSpec, generator: torch
     Args:
         action: [B, K, *action] stored actions; last: [B] from `episode_last`.
     """
-    k = torch.arange(action.shape[1])[None, :]
+    k = torch.arange(action.shape[1], device=action.device)[None, :]
     past = k > last[:, None]
     if spec.is_discrete:
         random = torch.randint(0, spec.num_actions, action.shape, generator=generator)
     else:
         random = torch.rand(action.shape, generator=generator) * 2 - 1
         past = past[..., None]
-    return torch.where(past, random.to(action.dtype), action)
+    return torch.where(past, random.to(action.device, action.dtype), action)
 
 
 @dataclass
