@@ -101,27 +101,6 @@ class Reanalyser:
         )
 
 
-def on_device(reanalyser: Reanalyser) -> Reanalyser:
-    """The reanalyser, moved to the CPU if `make_batch` cannot run on its device.
-
-    make_batch reads windows from the (CPU) replay and hands them to the model as they are,
-    so a model on CUDA gets CPU tensors; the figure is then the CPU's, and says so.
-    """
-    try:
-        reanalyser.batch()
-        return reanalyser
-    except RuntimeError as error:
-        if reanalyser.device.type == "cpu" or "device" not in str(error):
-            raise
-        print(
-            f"# {reanalyser.conf.name}: make_batch cannot run on {reanalyser.device} "
-            f"({str(error).splitlines()[0]}); timed on the cpu instead",
-            flush=True,
-        )
-        cpu = torch.device("cpu")
-        return Reanalyser(reanalyser.conf, reanalyser.spec, reanalyser.pipeline, cpu, reanalyser.bf16)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,7 +124,8 @@ def main() -> None:
     for name, (conf, spec) in runs.items():
         torch.set_num_threads(threads[name])
         pipeline = filled(conf, spec, device, args.fill, args.bf16)
-        reanalysers[name] = on_device(Reanalyser(conf, spec, pipeline, device, args.bf16))  # + warm-up
+        reanalysers[name] = reanalyser = Reanalyser(conf, spec, pipeline, device, args.bf16)
+        reanalyser.batch()  # warm-up
     seconds: dict[str, list[float]] = {name: [] for name in runs}  # per batch, median of each round
     cpu_seconds: dict[str, list[float]] = {name: [] for name in runs}
     with GpuMonitor(device) as gpu:
