@@ -95,6 +95,7 @@ class RecordedData(L.LightningDataModule):
             batches=queue.Queue(),
             drain_stats=list,
             update_priorities=lambda lanes, slots, priorities: None,
+            restarts=0,
         )
 
     def train_dataloader(self) -> DataLoader:
