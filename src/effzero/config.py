@@ -219,8 +219,8 @@ class DataConfig:
     worker_threads: int = 1  # torch threads per worker process
     worker_device: str = "cpu"
     batch_timeout_s: float = 600.0  # longest wait for a batch before the run is declared stuck
-    max_worker_restarts: int = 3  # workers restarted after a crash or hang, per run; one more failure stops it
-    worker_timeout_s: float = 120.0  # a worker without a heartbeat this long is hung (its start gets at least 60 s)
+    max_worker_restarts: int = 3  # restarts after a crash or hang per run; one more failure stops it
+    worker_timeout_s: float = 120.0  # no heartbeat this long: hung (a starting worker gets ≥ 60 s)
 
 
 @dataclass
