@@ -16,7 +16,7 @@ def test_benchmark_experiment_smoke_run(tmp_path, experiment, env_id):
         f"experiment={experiment}",
         "debug=smoke",
         "trainer.enable_progress_bar=false",
-        timeout=600,
+        timeout=850,  # pytest-timeout stops a test at 900 s
     )
     assert result.returncode == 0, result.stderr[-3000:]
     _, runs = mlflow_runs(tmp_path, experiment)
