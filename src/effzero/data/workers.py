@@ -123,9 +123,8 @@ def _worker_entry(
     stack_path: str,
     parent: int,
 ) -> None:
-    signal.pthread_sigmask(
-        signal.SIG_SETMASK, set()
-    )  # the supervisor may have held signals when it started us
+    # The supervisor may have held signals when it started us.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     _die_with_parent(parent)
     torch.set_num_threads(threads)
