@@ -221,6 +221,7 @@ class DataConfig:
     batch_timeout_s: float = 600.0  # longest wait for a batch before the run is declared stuck
     max_worker_restarts: int = 3  # restarts after a crash or hang per run; one more failure stops it
     worker_timeout_s: float = 120.0  # no heartbeat this long: hung (a starting worker gets ≥ 60 s)
+    synchronous: bool = False  # collect and reanalyse in the learner's process: reproducible, slower
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from effzero.config import TrainConfig
+from effzero.data.lockstep import LockstepPipeline
 from effzero.data.pipeline import BatchStream, Pipeline, RankInfo
 from effzero.envs import EnvSpec
 
@@ -29,7 +30,8 @@ class ReplayDataModule(L.LightningDataModule):
             return
         agent = self.trainer.lightning_module
         rank = RankInfo(self.trainer.global_rank, self.trainer.world_size)
-        self.pipeline = Pipeline(self.run, self.spec, agent.model, rank)
+        kind = LockstepPipeline if self.run.data.synchronous else Pipeline
+        self.pipeline = kind(self.run, self.spec, agent.model, rank)
 
     def train_dataloader(self) -> DataLoader:
         agent = self.trainer.lightning_module

@@ -128,7 +128,7 @@ class Pipeline:
         layout = replay_layout(data, run.env, run.algo, spec, world)
         self.batch_size = max(data.batch_size // world, 1)
         batch = batch_layout(run.model, spec, run.search, run.algo, layout, self.batch_size)
-        slots = max(data.queue_size, data.reanalyse_workers)  # every reanalyse worker owns a slot
+        slots = self._batch_slot_count()
         workers = data.selfplay_workers + data.reanalyse_workers
         check_memory(
             {
@@ -174,6 +174,9 @@ class Pipeline:
             data.worker_threads,
             self.counters.stop,
         )
+
+    def _batch_slot_count(self) -> int:
+        return max(self.data.queue_size, self.data.reanalyse_workers)  # every reanalyse worker owns a slot
 
     def _selfplay(self, w: int) -> Worker:
         num_envs = self.env.num_envs

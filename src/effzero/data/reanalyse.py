@@ -159,38 +159,54 @@ class ReanalyseJob:
     device: str = "cpu"
 
 
-def run_reanalyse(job: ReanalyseJob) -> None:
-    """Produce batches into the worker's free batch slots until the run stops.
+class Reanalyser:
+    """One reanalyse worker's target model and sampling generator."""
 
-    A batch is made only once a slot of its own is free (no one else fills it), so it is as
-    fresh as the learner's demand allows and is never held while the worker waits.
-    """
-    torch.manual_seed(job.seed)
-    generator = torch.Generator().manual_seed(job.seed)
-    model = build_model(job.model, job.spec).to(job.device).eval()
-    version = 0
-    counters = job.counters
-    while not counters.stopping:
-        job.beat()
-        version = job.target_weights.load_into(model, version)
-        slot = job.batches.free_slot(job.owner)
-        if version == 0 or slot is None or job.replay.num_sampleable() < job.batch_size:
-            time.sleep(0.002)
-            continue
-        batch = make_batch(
+    def __init__(self, job: ReanalyseJob):
+        self.job = job
+        self.generator = torch.Generator().manual_seed(job.seed)
+        self.model = build_model(job.model, job.spec).to(job.device).eval()
+        self.version = 0  # of the target weights loaded; 0 = none published yet
+
+    def ready(self) -> bool:
+        """Load the newest target weights; whether there are weights and enough data for a batch."""
+        job = self.job
+        self.version = job.target_weights.load_into(self.model, self.version)
+        return self.version > 0 and job.replay.num_sampleable() >= job.batch_size
+
+    def make_batch(self) -> dict[str, Tensor]:
+        """A batch reanalysed with the loaded target weights (call `ready` first)."""
+        job = self.job
+        return make_batch(
             job.replay,
-            model,
+            self.model,
             job.spec,
             job.search,
             job.algo,
             job.batch_size,
             job.alpha,
             job.beta,
-            counters.updates,
-            counters.env_steps,
-            generator,
+            job.counters.updates,
+            job.counters.env_steps,
+            self.generator,
         )
-        job.batches.put(slot, batch)
+
+
+def run_reanalyse(job: ReanalyseJob) -> None:
+    """Produce batches into the worker's free batch slots until the run stops (a worker process's loop).
+
+    A batch is made only once a slot of its own is free (no one else fills it), so it is as
+    fresh as the learner's demand allows and is never held while the worker waits.
+    """
+    torch.manual_seed(job.seed)
+    reanalyser = Reanalyser(job)
+    while not job.counters.stopping:
+        job.beat()
+        slot = job.batches.free_slot(job.owner)
+        if slot is None or not reanalyser.ready():
+            time.sleep(0.002)
+            continue
+        job.batches.put(slot, reanalyser.make_batch())
 
 
 def batch_layout(

@@ -35,46 +35,68 @@ class SelfPlayJob:
     device: str = "cpu"
 
 
-def run_selfplay(job: SelfPlayJob) -> None:
-    """Collect until the env-step budget is spent or the run stops.
+class SelfPlay:
+    """One self-play worker's model and environments; `step` collects one step on all its lanes.
 
     Each step is a transaction on the worker's lanes (`Replay.begin` .. `commit`), so a worker
     killed at any point leaves lanes the supervisor can repair; steps are counted once stored.
     """
+
+    def __init__(self, job: SelfPlayJob):
+        self.job = job
+        self.model = build_model(job.model, job.spec).to(job.device).eval()
+        self.version = 0  # of the weights loaded; 0 = none published yet
+        self.lanes = torch.tensor(job.lanes)
+        self.envs = EnvBatch(env_maker(job.env), len(job.lanes), job.seed)
+
+    def refresh_weights(self) -> bool:
+        """Load the newest published weights; whether any have been published."""
+        self.version = self.job.weights.load_into(self.model, self.version)
+        return self.version > 0
+
+    def step(self) -> None:
+        """Search, act and store one transition per lane (with the newest weights)."""
+        job, lanes, n = self.job, self.lanes, len(self.lanes)
+        self.refresh_weights()
+        obs = torch.as_tensor(self.envs.observations)
+        out = act(self.model, obs.to(job.device), job.spec, job.search, explore=True)
+        action = out.action.cpu()
+        result = self.envs.step(action.numpy())
+        step = job.counters.env_steps + torch.arange(n)  # ids shared by workers that step at once
+        terminated = torch.as_tensor(result.terminated)
+        truncated = torch.as_tensor(result.truncated) & ~terminated
+        kind = torch.full((n,), TRANSITION, dtype=torch.uint8)
+        kind[terminated] = TERMINATED
+        kind[truncated] = TRUNCATED
+        rewards = torch.as_tensor(result.rewards)
+        # Continuous policies are over this step's candidates: the replay keeps none of them.
+        policy = out.improved_policy.cpu()[:, : job.replay.layout.policy_size]
+        job.replay.begin(lanes)
+        job.replay.append(lanes, obs, action, rewards, kind, out.root_value.cpu(), policy, step)
+        ended = terminated | truncated
+        if ended.any():
+            final = torch.as_tensor(result.final_observations)[ended]
+            job.replay.end_episodes(lanes[ended], final, step[ended])
+        job.replay.commit(lanes)
+        for _, episode_return, length in result.finished:
+            job.episodes.add(job.collector, float(episode_return), int(length), int(step.max()))
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def run_selfplay(job: SelfPlayJob) -> None:
+    """Collect until the env-step budget is spent or the run stops (a worker process's loop)."""
     torch.manual_seed(job.seed)
-    model = build_model(job.model, job.spec).to(job.device).eval()
-    counters, beat = job.counters, job.beat
-    version = 0
-    while version == 0:  # the learner publishes before it starts us; a restart reads the current weights
-        beat()
-        if counters.stopping:
-            return
-        version = job.weights.load_into(model, version)
-        time.sleep(0.001)
-    lanes = torch.tensor(job.lanes)
-    n = len(job.lanes)
-    with EnvBatch(env_maker(job.env), n, job.seed) as envs:
-        while counters.wait_to_step(job.collector, beat):
-            version = job.weights.load_into(model, version)
-            obs = torch.as_tensor(envs.observations)
-            out = act(model, obs.to(job.device), job.spec, job.search, explore=True)
-            action = out.action.cpu()
-            result = envs.step(action.numpy())
-            step = counters.env_steps + torch.arange(n)  # ids shared by workers that step at once
-            terminated = torch.as_tensor(result.terminated)
-            truncated = torch.as_tensor(result.truncated) & ~terminated
-            kind = torch.full((n,), TRANSITION, dtype=torch.uint8)
-            kind[terminated] = TERMINATED
-            kind[truncated] = TRUNCATED
-            rewards = torch.as_tensor(result.rewards)
-            # Continuous policies are over this step's candidates: the replay keeps none of them.
-            policy = out.improved_policy.cpu()[:, : job.replay.layout.policy_size]
-            job.replay.begin(lanes)
-            job.replay.append(lanes, obs, action, rewards, kind, out.root_value.cpu(), policy, step)
-            ended = terminated | truncated
-            if ended.any():
-                final = torch.as_tensor(result.final_observations)[ended]
-                job.replay.end_episodes(lanes[ended], final, step[ended])
-            job.replay.commit(lanes)
-            for _, episode_return, length in result.finished:
-                job.episodes.add(job.collector, float(episode_return), int(length), int(step.max()))
+    player = SelfPlay(job)
+    try:
+        # The learner publishes before it starts us; a restart reads the current weights.
+        while not player.refresh_weights():
+            job.beat()
+            if job.counters.stopping:
+                return
+            time.sleep(0.001)
+        while job.counters.wait_to_step(job.collector, job.beat):
+            player.step()
+    finally:
+        player.close()
