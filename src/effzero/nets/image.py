@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from effzero.nets.blocks import mlp
 from effzero.nets.support import Support
-from effzero.nets.value_prefix import Hidden, ValuePrefixHead
+from effzero.nets.value_prefix import ValuePrefixHead
+from effzero.nets.world_model import WorldModel
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -58,7 +59,7 @@ def _reduce(channels: int, reduced: int) -> nn.Sequential:
     )
 
 
-class ImageWorldModel(nn.Module):
+class ImageWorldModel(WorldModel):
     """Representation, dynamics, reward/value/policy heads and SimSiam heads on a conv latent.
 
     Observations are S stacked RGB frames as channels, `[B, 3S, H, W]`, uint8 or float in
@@ -250,43 +251,3 @@ class ImageWorldModel(nn.Module):
         state = self.representation(x)
         value_logits, policy = self.prediction(state)
         return state, value_logits, policy
-
-    def recurrent_inference(
-        self, state: Tensor, action: Tensor, hidden: Hidden | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Hidden | None]:
-        """Step the model one action forward and predict there.
-
-        Args:
-            state: [B, C, h, w] latent states.
-            action: [B] long (discrete) or [B, d] float (continuous).
-            hidden: value-prefix LSTM state (h, c), each [B, lstm_hidden]; None means zeros (a
-                reset). Must be None without `value_prefix`.
-
-        Returns:
-            next_state [B, C, h, w], reward_logits [B, Rbins] (value-prefix logits with
-            `value_prefix`), value_logits [B, Vbins], policy [B, P], and the new (h, c), each
-            [B, lstm_hidden], or None without `value_prefix`.
-        """
-        if hidden is not None and not self.value_prefix:
-            raise ValueError("this ImageWorldModel has no value-prefix LSTM; pass hidden=None")
-        next_state = self.dynamics(state, action)
-        value_logits, policy = self.prediction(next_state)
-        if self.value_prefix:
-            reward_logits, hidden = self.reward_head(next_state, hidden)
-        else:
-            reward_logits = self.reward_head(next_state)
-        return next_state, reward_logits, value_logits, policy, hidden
-
-    def project(self, state: Tensor, with_predictor: bool) -> Tensor:
-        """SimSiam embedding of latent states.
-
-        Args:
-            state: [B, C, h, w].
-            with_predictor: also apply the predictor (the online, dynamics branch); the target
-                branch uses the projection alone, under a stop-gradient applied by the caller.
-
-        Returns:
-            [B, proj_dim].
-        """
-        z = self.projection(state)
-        return self.predictor(z) if with_predictor else z

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from effzero.nets.blocks import ResidualMLP, mlp
 from effzero.nets.normalizer import RunningMeanStd
 from effzero.nets.support import Support
-from effzero.nets.value_prefix import Hidden, ValuePrefixHead
+from effzero.nets.value_prefix import ValuePrefixHead
+from effzero.nets.world_model import WorldModel
 
 
 class _Head(nn.Module):
@@ -28,7 +29,7 @@ class _Head(nn.Module):
         return self.out(self.norm(self.block(x)))
 
 
-class ProprioWorldModel(nn.Module):
+class ProprioWorldModel(WorldModel):
     """Representation, dynamics, reward/value/policy heads and SimSiam heads on a latent vector.
 
     Give exactly one of `num_actions` (discrete: the dynamics takes a one-hot action, the
@@ -173,43 +174,3 @@ class ProprioWorldModel(nn.Module):
         state = self.representation(obs)
         value_logits, policy = self.prediction(state)
         return state, value_logits, policy
-
-    def recurrent_inference(
-        self, state: Tensor, action: Tensor, hidden: Hidden | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Hidden | None]:
-        """Step the model one action forward and predict there.
-
-        Args:
-            state: [B, hidden] latent states.
-            action: [B] long (discrete) or [B, d] float (continuous).
-            hidden: value-prefix LSTM state (h, c), each [B, lstm_hidden]; None means zeros (a
-                reset). Must be None without `value_prefix`.
-
-        Returns:
-            next_state [B, hidden], reward_logits [B, Rbins] (value-prefix logits with
-            `value_prefix`), value_logits [B, Vbins], policy [B, P], and the new (h, c), each
-            [B, lstm_hidden], or None without `value_prefix`.
-        """
-        if hidden is not None and not self.value_prefix:
-            raise ValueError("this ProprioWorldModel has no value-prefix LSTM; pass hidden=None")
-        next_state = self.dynamics(state, action)
-        value_logits, policy = self.prediction(next_state)
-        if self.value_prefix:
-            reward_logits, hidden = self.reward_head(next_state, hidden)
-        else:
-            reward_logits = self.reward_head(next_state)
-        return next_state, reward_logits, value_logits, policy, hidden
-
-    def project(self, state: Tensor, with_predictor: bool) -> Tensor:
-        """SimSiam embedding of latent states.
-
-        Args:
-            state: [B, hidden].
-            with_predictor: also apply the predictor (the online, dynamics branch); the target
-                branch uses the projection alone, under a stop-gradient applied by the caller.
-
-        Returns:
-            [B, proj_dim].
-        """
-        z = self.projection(state)
-        return self.predictor(z) if with_predictor else z
