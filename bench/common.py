@@ -15,20 +15,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 from effzero.config import TrainConfig, register_schemas  # noqa: E402
-from effzero.data import selfplay  # noqa: E402
 from effzero.data.acting import build_model  # noqa: E402
 from effzero.data.environments import build_spec  # noqa: E402
 from effzero.data.pipeline import Pipeline, replay_layout  # noqa: E402
@@ -74,24 +71,6 @@ def sync(device: torch.device) -> None:
     """Wait for queued kernels, so a wall-clock interval covers the work it timed."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def bf16_calls(model: nn.Module, device: torch.device) -> nn.Module:
-    """`model` with its two inference calls under bf16 autocast, for the workers' `--bf16`.
-
-    Only the model's calls: the search's own arithmetic must stay float32 (under autocast its
-    backup's matmul returns bf16, which the float32 tree cannot take). The learner uses
-    Lightning's bf16-mixed precision instead.
-    """
-    for name in ("initial_inference", "recurrent_inference"):
-        call = getattr(model, name)
-
-        def under_autocast(*args, call=call, **kwargs):
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                return call(*args, **kwargs)
-
-        setattr(model, name, under_autocast)  # an instance attribute shadows the method
-    return model
 
 
 def gpu_utilisation(device: torch.device) -> float | None:
@@ -182,6 +161,8 @@ def load_run(name: str, overrides: list[str]) -> tuple[TrainConfig, EnvSpec]:
 def run_overrides(args) -> list[str]:
     """Hydra overrides from the common flags: `--quick`, `--batch-size`, and free ones."""
     overrides = list(QUICK) if args.quick else []
+    if args.bf16:
+        overrides.append("data.worker_precision=bf16")
     if getattr(args, "batch_size", None) is not None:
         overrides.append(f"data.batch_size={args.batch_size}")
     return overrides + list(args.overrides)
@@ -196,7 +177,7 @@ def add_common_args(parser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1")
     parser.add_argument(
-        "--bf16", action="store_true", help="bf16 autocast of the model's calls (bf16-mixed in the learner)"
+        "--bf16", action="store_true", help="data.worker_precision=bf16 (bf16-mixed in the learner)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the configs (median)")
     parser.add_argument(
@@ -248,24 +229,18 @@ class SelfPlayThread:
     """The pipeline's first self-play worker, run in a thread of this process.
 
     Its job is the one the pipeline would hand the worker process (`make_job`), so what runs
-    is exactly a run's self-play loop, minus the process boundary. With `bf16` the worker's
-    model (built inside the loop) gets `bf16_calls`.
+    is exactly a run's self-play loop, minus the process boundary.
     """
 
-    def __init__(self, pipeline: Pipeline, device: torch.device, bf16: bool):
+    def __init__(self, pipeline: Pipeline):
         supervisor = pipeline.supervisor
         worker = supervisor.workers[0]
         job = worker.make_job(0, supervisor.status.heartbeat(0))
         self.errors: list[BaseException] = []
 
-        def build_bf16(cfg, spec: EnvSpec) -> nn.Module:
-            return bf16_calls(build_model(cfg, spec), device)
-
         def run() -> None:
-            bf16_models = mock.patch.object(selfplay, "build_model", build_bf16) if bf16 else nullcontext()
             try:
-                with bf16_models:
-                    worker.target(job)
+                worker.target(job)
             except BaseException as error:
                 self.errors.append(error)
 

@@ -125,7 +125,7 @@ def run(args, device: torch.device) -> tuple[E2EClock, TrainConfig, str]:
         "trainer.enable_progress_bar=false",
         f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
         *([f"trainer.devices=[{device.index or 0}]"] if device.type == "cuda" else []),
-        *(["trainer.precision=bf16-mixed"] if args.bf16 else []),
+        *(["trainer.precision=bf16-mixed", "data.worker_precision=bf16"] if args.bf16 else []),
         *([f"threads={args.threads}"] if args.threads else []),
         *(QUICK_RUN if args.quick else []),
         *args.overrides,
@@ -159,7 +159,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-clock of the run, startup included")
     parser.add_argument("--replay-ratio", type=float, default=1.0)
     parser.add_argument("--device", default="auto", help="the learner's: auto (cuda if present), cpu, cuda")
-    parser.add_argument("--bf16", action="store_true", help="trainer.precision=bf16-mixed")
+    parser.add_argument(
+        "--bf16", action="store_true", help="trainer.precision=bf16-mixed data.worker_precision=bf16"
+    )
     parser.add_argument("--threads", type=int, default=None, help="the learner's torch threads (threads=)")
     parser.add_argument("--quick", action="store_true", help="a small cartpole run of 30 updates")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.worker_device=cuda")

@@ -33,7 +33,6 @@ from common import (
     GpuMonitor,
     SelfPlayThread,
     add_common_args,
-    bf16_calls,
     config_names,
     data_side,
     fill_random,
@@ -48,20 +47,20 @@ from common import (
 )
 
 from effzero.config import TrainConfig
-from effzero.data.acting import build_model
+from effzero.data.acting import worker_model
 from effzero.data.pipeline import Pipeline
 from effzero.data.reanalyse import make_batch
 from effzero.envs import EnvSpec
 
 
-def filled(conf: TrainConfig, spec: EnvSpec, device: torch.device, fill: str, bf16: bool) -> Pipeline:
+def filled(conf: TrainConfig, spec: EnvSpec, device: torch.device, fill: str) -> Pipeline:
     """A pipeline whose replay has at least 1.5 batches of sampleable start slots."""
     envs, window = conf.env.num_envs, conf.algo.unroll_steps + conf.algo.td_steps
     per_lane = math.ceil(1.5 * conf.data.batch_size / envs) + window + 2
     pipeline = data_side(conf, spec, device, envs * per_lane, full_replay=True)
     start = time.perf_counter()
     if fill == "selfplay":
-        SelfPlayThread(pipeline, device, bf16).start().join()
+        SelfPlayThread(pipeline).start().join()
     else:
         fill_random(pipeline.replay, spec, per_lane)
     print(
@@ -75,13 +74,9 @@ def filled(conf: TrainConfig, spec: EnvSpec, device: torch.device, fill: str, bf
 class Reanalyser:
     """The target model and its `make_batch` calls for one config."""
 
-    def __init__(
-        self, conf: TrainConfig, spec: EnvSpec, pipeline: Pipeline, device: torch.device, bf16: bool
-    ):
-        self.conf, self.spec, self.pipeline, self.device, self.bf16 = conf, spec, pipeline, device, bf16
-        self.model = build_model(conf.model, spec).to(device).eval()
-        if bf16:
-            bf16_calls(self.model, device)
+    def __init__(self, conf: TrainConfig, spec: EnvSpec, pipeline: Pipeline, device: torch.device):
+        self.conf, self.spec, self.pipeline, self.device = conf, spec, pipeline, device
+        self.model = worker_model(conf.model, spec, str(device), conf.data.worker_precision)
         self.generator = torch.Generator().manual_seed(conf.seed)
 
     def batch(self) -> None:
@@ -123,8 +118,8 @@ def main() -> None:
     reanalysers = {}
     for name, (conf, spec) in runs.items():
         torch.set_num_threads(threads[name])
-        pipeline = filled(conf, spec, device, args.fill, args.bf16)
-        reanalysers[name] = reanalyser = Reanalyser(conf, spec, pipeline, device, args.bf16)
+        pipeline = filled(conf, spec, device, args.fill)
+        reanalysers[name] = reanalyser = Reanalyser(conf, spec, pipeline, device)
         reanalyser.batch()  # warm-up
     seconds: dict[str, list[float]] = {name: [] for name in runs}  # per batch, median of each round
     cpu_seconds: dict[str, list[float]] = {name: [] for name in runs}

@@ -50,14 +50,12 @@ from effzero.envs import EnvBatch, EnvSpec
 POLL_S = 0.002
 
 
-def selfplay_rate(
-    conf: TrainConfig, spec: EnvSpec, device: torch.device, steps: int, bf16: bool
-) -> tuple[float, float]:
+def selfplay_rate(conf: TrainConfig, spec: EnvSpec, device: torch.device, steps: int) -> tuple[float, float]:
     """Env steps/s of the self-play worker over `steps` env steps, after its first two steps,
     and the CPU ms of this process per env step."""
     pipeline = data_side(conf, spec, device, steps, full_replay=False)
     counters, warm = pipeline.counters, 2 * conf.env.num_envs
-    worker = SelfPlayThread(pipeline, device, bf16).start()
+    worker = SelfPlayThread(pipeline).start()
     while counters.env_steps < warm and worker.running:
         time.sleep(POLL_S)
     start, cpu, start_steps = time.perf_counter(), time.process_time(), counters.env_steps
@@ -103,7 +101,7 @@ def main() -> None:
         for r in range(args.rounds):
             for name, (conf, spec) in runs.items():
                 torch.set_num_threads(threads[name])
-                rate, cpu = selfplay_rate(conf, spec, device, args.steps, args.bf16)
+                rate, cpu = selfplay_rate(conf, spec, device, args.steps)
                 rates[name].append(rate)
                 cpu_ms[name].append(cpu)
                 env_rates[name].append(env_only_rate(conf, spec, args.steps, conf.seed + r))

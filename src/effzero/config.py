@@ -43,6 +43,11 @@ class ContinuousPolicyLoss(str, Enum):
     candidates = "candidates"  # cross-entropy over the K candidates always (Sampled MuZero)
 
 
+class WorkerPrecision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class OptimName(str, Enum):
     adam = "adam"
     adamw = "adamw"
@@ -218,6 +223,7 @@ class DataConfig:
     target_refresh: int = 200  # learner steps between target swaps (lag 200-400)
     worker_threads: int = 1  # torch threads per worker process
     worker_device: str = "cpu"
+    worker_precision: WorkerPrecision = WorkerPrecision.fp32  # of the workers' model calls
     batch_timeout_s: float = 600.0  # longest wait for a batch before the run is declared stuck
     max_worker_restarts: int = 3  # restarts after a crash or hang per run; one more failure stops it
     worker_timeout_s: float = 120.0  # no heartbeat this long: hung (a starting worker gets ≥ 60 s)

@@ -1,8 +1,11 @@
-"""The search's view of a value-prefix model: per-step rewards from prefixes, across LSTM resets."""
+"""The search's view of the model: per-step rewards from value prefixes, and bf16 workers."""
 
 import torch
 
-from effzero.data.acting import recurrent_fn, search_state
+from effzero.config import SearchConfig
+from effzero.data.acting import act, recurrent_fn, search_state, worker_model
+from effzero.envs import EnvSpec
+from tests.small import small_model
 
 
 class Decoder:
@@ -59,3 +62,22 @@ def test_models_without_a_prefix_keep_a_plain_latent_state():
     assert isinstance(state, torch.Tensor)
     reward, _, _, state = recurrent_fn(model)(state, torch.zeros(2, dtype=torch.long))
     assert reward.tolist() == [7.0, 7.0] and state.tolist() == [[1.0], [1.0]]
+
+
+def test_bf16_workers_call_the_model_in_bf16_and_search_in_float32():
+    spec = EnvSpec("toy", (3,), "float32", "discrete", 2, 0, (), (), 0.9, None)
+    config = small_model(value=(-50, 50, 21), reward=(-2, 2, 11))
+    torch.manual_seed(0)
+    full, half = worker_model(config, spec, "cpu", "fp32"), worker_model(config, spec, "cpu", "bf16")
+    half.load_state_dict(full.state_dict())  # as a worker loads the published weights
+    obs = torch.randn(8, 3)
+    state, value, policy = half.initial_inference(obs)
+    step = half.recurrent_inference(state, torch.zeros(8, dtype=torch.long))
+    assert {t.dtype for t in (state, value, policy, *step[:4])} == {torch.bfloat16}
+    assert {t.dtype for t in full.initial_inference(obs)} == {torch.float32}
+    search = SearchConfig(num_simulations=8, max_considered=2)
+    reference, out = act(full, obs, spec, search, explore=False), act(half, obs, spec, search, explore=False)
+    assert out.improved_policy.dtype == out.root_value.dtype == torch.float32
+    # bf16 keeps ~3 significant digits: the search's results move by about that much
+    torch.testing.assert_close(out.improved_policy, reference.improved_policy, atol=0.03, rtol=0)
+    torch.testing.assert_close(out.root_value, reference.root_value, atol=0.05, rtol=0.02)

@@ -72,6 +72,29 @@ def build_model(cfg: ModelConfig | ImageModelConfig, spec: EnvSpec) -> nn.Module
     )
 
 
+def worker_model(
+    cfg: ModelConfig | ImageModelConfig, spec: EnvSpec, device: str, precision: str
+) -> nn.Module:
+    """A worker's model on `device`, in eval mode; with precision `bf16` its calls run under autocast.
+
+    Only the two inference calls autocast: the search's tree arithmetic stays float32 (it
+    turns autocast off for itself, too), and the value-prefix LSTM runs in its weights' dtype.
+    The learner's precision is Lightning's `trainer.precision`.
+    """
+    model = build_model(cfg, spec).to(device).eval()
+    if precision != "bf16":
+        return model
+    for name in ("initial_inference", "recurrent_inference"):
+        call = getattr(model, name)
+
+        def under_autocast(*args, call=call, **kwargs):
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+                return call(*args, **kwargs)
+
+        setattr(model, name, under_autocast)  # an instance attribute shadows the method
+    return model
+
+
 def recurrent_fn(model: nn.Module) -> RecurrentFn:
     """The search's view of the dynamics: scalar reward and value, policy logits, next latent.
 

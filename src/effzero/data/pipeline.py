@@ -197,6 +197,7 @@ class Pipeline:
                 self.seed + w + self.SEED_STRIDE * incarnation,  # a restart must not replay its episodes
                 beat,
                 self.data.worker_device,
+                self.data.worker_precision,
             )
 
         def recover() -> str:
@@ -223,6 +224,7 @@ class Pipeline:
                 self.seed + 100 + w + self.SEED_STRIDE * incarnation,
                 beat,
                 self.data.worker_device,
+                self.data.worker_precision,
             )
 
         return Worker(f"reanalyse-{self.rank.rank}-{w}", run_reanalyse, job)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from effzero.config import AlgoConfig, ModelConfig, SearchConfig
-from effzero.data.acting import build_model, search_roots
+from effzero.data.acting import build_model, search_roots, worker_model
 from effzero.data.replay import TRANSITION, Replay, ReplayLayout, stack_frames
 from effzero.data.shared import BatchLayout, BatchSlots, Counters, SharedWeights
 from effzero.data.targets import (
@@ -157,6 +157,7 @@ class ReanalyseJob:
     seed: int
     beat: Heartbeat
     device: str = "cpu"
+    precision: str = "fp32"  # of the model's calls: fp32 or bf16
 
 
 class Reanalyser:
@@ -165,7 +166,7 @@ class Reanalyser:
     def __init__(self, job: ReanalyseJob):
         self.job = job
         self.generator = torch.Generator().manual_seed(job.seed)
-        self.model = build_model(job.model, job.spec).to(job.device).eval()
+        self.model = worker_model(job.model, job.spec, job.device, job.precision)
         self.version = 0  # of the target weights loaded; 0 = none published yet
 
     def ready(self) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from effzero.config import EnvConfig, ModelConfig, SearchConfig
-from effzero.data.acting import act, build_model
+from effzero.data.acting import act, worker_model
 from effzero.data.environments import env_maker
 from effzero.data.replay import TERMINATED, TRANSITION, TRUNCATED, Replay
 from effzero.data.shared import Counters, EpisodeLog, SharedWeights
@@ -33,6 +33,7 @@ class SelfPlayJob:
     seed: int
     beat: Heartbeat
     device: str = "cpu"
+    precision: str = "fp32"  # of the model's calls: fp32 or bf16
 
 
 class SelfPlay:
@@ -44,7 +45,7 @@ class SelfPlay:
 
     def __init__(self, job: SelfPlayJob):
         self.job = job
-        self.model = build_model(job.model, job.spec).to(job.device).eval()
+        self.model = worker_model(job.model, job.spec, job.device, job.precision)
         self.version = 0  # of the weights loaded; 0 = none published yet
         self.lanes = torch.tensor(job.lanes)
         self.envs = EnvBatch(env_maker(job.env), len(job.lanes), job.seed)
