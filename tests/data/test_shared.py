@@ -1,12 +1,14 @@
-"""Weights published through shared memory, and the replay-ratio governor across processes."""
+"""Shared state: weights, the replay-ratio governor and the pause across processes, batch slots, the episode log."""
 
 import time
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from effzero.data.shared import Counters, SharedWeights
+from effzero.data.shared import BatchSlots, Counters, EpisodeLog, SharedWeights
+from effzero.data.workers import Heartbeat
 
 
 def test_weights_round_trip_with_buffers():
@@ -91,3 +93,64 @@ def test_ratio_holds_between_a_slow_collector_and_a_fast_learner():
     collector.join(30)
     assert worst <= 1.0
     assert counters.env_steps == 400
+
+
+def test_batch_slots_hand_whole_batches_to_the_learner_oldest_first():
+    layout = {"x": ((2, 3), torch.float32), "step": ((), torch.int64)}
+    slots = BatchSlots(layout, slots=4, workers=2)
+    assert BatchSlots.nbytes_for(layout, 4) == 4 * (2 * 3 * 4 + 8 + 16)
+    assert slots.take() is None
+    first = slots.free_slot(1)
+    assert first == 1  # worker 1 owns slots 1 and 3
+    slots.put(first, {"x": torch.ones(2, 3), "step": torch.tensor(7)})
+    slots.put(slots.free_slot(0), {"x": torch.zeros(2, 3), "step": torch.tensor(8)})
+    assert slots.free_slot(1) == 3 and slots.qsize() == 2
+    # A worker killed while filling its slot: the data is there, the slot was never handed over.
+    slots.tensors["x"][3].fill_(5.0)
+    batch = slots.take()
+    assert batch["step"].item() == 7 and torch.equal(batch["x"], torch.ones(2, 3))
+    assert slots.take()["step"].item() == 8
+    assert slots.take() is None and slots.free_slot(1) == 1
+    with pytest.raises(ValueError, match="'x'"):
+        slots.put(1, {"x": torch.ones(3, 2), "step": torch.tensor(0)})
+
+
+def test_episode_log_keeps_whole_rows_and_the_newest_when_the_learner_falls_behind():
+    log = EpisodeLog(2)
+    log.add(1, 10.0, 10, 40)
+    assert log.drain() == [("episode", 10.0, 10, 40)] and log.drain() == []
+    for i in range(EpisodeLog.CAPACITY + 5):
+        log.add(0, float(i), i, i)
+    rows = log.drain()
+    assert len(rows) == EpisodeLog.CAPACITY and rows[0][1] == 5.0 and rows[-1][1] == EpisodeLog.CAPACITY + 4
+
+
+def _collect(counters: Counters, steps: torch.Tensor, beats: torch.Tensor) -> None:
+    while counters.wait_to_step(0, Heartbeat(beats, 0)):
+        steps += 1
+        time.sleep(0.002)  # a step
+        counters.add_env_steps(1)
+
+
+def test_pause_holds_self_play_between_steps_and_it_keeps_beating():
+    counters = Counters(start_transitions=0, replay_ratio=0.0, total_env_steps=10**9)
+    steps, beats = torch.zeros(1, dtype=torch.int64).share_memory_(), torch.zeros(1).double().share_memory_()
+    collector = mp.get_context("spawn").Process(target=_collect, args=(counters, steps, beats), daemon=True)
+    collector.start()
+    try:
+        deadline = time.monotonic() + 60
+        while int(steps) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        epoch = counters.pause()
+        while not counters.parked_at(0, epoch):
+            time.sleep(0.001)
+        held, beat = int(steps), float(beats)
+        time.sleep(0.3)
+        assert int(steps) == held and counters.env_steps == held  # no step while paused
+        assert float(beats) > beat  # waiting is not hanging
+        counters.resume()
+        time.sleep(0.3)
+        assert int(steps) > held
+    finally:
+        counters.stop()
+        collector.join(10)

@@ -1,0 +1,60 @@
+"""In-process collection (`data.synchronous`): private random streams, the governor, a budget too small."""
+
+import pytest
+import torch
+
+from effzero.data.acting import build_model
+from effzero.data.environments import build_spec
+from effzero.data.lockstep import LockstepPipeline, PrivateRandom
+from tests.data.test_pipeline import composed
+
+
+def test_a_private_stream_neither_moves_nor_follows_the_global_generator():
+    torch.manual_seed(7)
+    expected_global = torch.rand(4)
+    expected_private = torch.Generator().manual_seed(3)
+    expected_private = torch.rand(6, generator=expected_private)
+    torch.manual_seed(7)
+    stream = PrivateRandom(3)
+    with stream.active():
+        first = torch.rand(3)
+    middle = torch.rand(4)  # the global generator, as if the stream had never drawn
+    with stream.active():
+        second = torch.rand(3)  # the stream continues where it stopped
+    assert torch.equal(middle, expected_global)
+    assert torch.equal(torch.cat((first, second)), expected_private)
+
+
+def lockstep(*overrides: str) -> LockstepPipeline:
+    conf = composed(*overrides)
+    spec = build_spec(conf.env)
+    template = build_model(conf.model, spec)
+    pipeline = LockstepPipeline(conf, spec, template)
+    pipeline.weights.publish(template.state_dict())
+    pipeline.target_weights.publish(template.state_dict())
+    pipeline.start()
+    return pipeline
+
+
+def test_each_update_waits_for_exactly_the_env_steps_the_replay_ratio_asks():
+    pipeline = lockstep("data.start_transitions=200", "data.replay_ratio=0.5", "data.batch_size=8")
+    try:
+        counters = pipeline.counters
+        for update in range(6):
+            counters.set_updates(update)
+            pipeline.wait_for_update()
+            # the first multiple of the 4 envs above 200 + update / 0.5
+            assert counters.env_steps == 4 * ((200 + 2 * update) // 4) + 4
+            batch = pipeline.next_batch()
+            assert batch["weight"].shape == (8,) and not batch["weight"].is_inference()
+    finally:
+        pipeline.stop()
+
+
+def test_a_budget_too_small_for_one_batch_is_named():
+    pipeline = lockstep("data.total_env_steps=24", "data.start_transitions=4", "data.batch_size=16")
+    try:
+        with pytest.raises(ValueError, match=r"raise data\.total_env_steps or lower data\.batch_size"):
+            pipeline.next_batch()
+    finally:
+        pipeline.stop()
