@@ -6,6 +6,7 @@ they import this module as `common`.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import platform
@@ -168,7 +169,9 @@ def run_overrides(args) -> list[str]:
     return overrides + list(args.overrides)
 
 
-def add_common_args(parser) -> None:
+def bench_parser(doc: str, batch_size: bool = False) -> argparse.ArgumentParser:
+    """The flags every throughput benchmark takes (and `--batch-size` where a batch is timed)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--config",
         nargs="+",
@@ -187,6 +190,25 @@ def add_common_args(parser) -> None:
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides applied to every config, e.g. env.num_envs=8"
     )
+    if batch_size:
+        parser.add_argument(
+            "--batch-size", type=int, default=None, help="default: the config's (256; cartpole 128)"
+        )
+    return parser
+
+
+def worker_runs(args) -> tuple[torch.device, dict[str, tuple[TrainConfig, EnvSpec]], dict[str, int]]:
+    """The device, the configs by benchmark name and each one's worker threads; prints the machine line.
+
+    A worker runs with data.worker_threads torch threads unless `--threads` says otherwise.
+    """
+    device = pick_device(args.device)
+    overrides = run_overrides(args)
+    runs = {name: load_run(name, overrides) for name in config_names(args)}
+    threads = {name: args.threads or conf.data.worker_threads for name, (conf, _) in runs.items()}
+    torch.set_num_threads(next(iter(threads.values())))
+    print(machine_line(device), flush=True)
+    return device, runs, threads
 
 
 def config_names(args) -> list[str]:

@@ -25,7 +25,6 @@ walker: 70k, cartpole: 5k). It is a lower bound: it assumes self-play and reanal
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import logging
 import math
@@ -39,7 +38,7 @@ import torch
 from common import (
     Elapsed,
     GpuMonitor,
-    add_common_args,
+    bench_parser,
     config_names,
     fill_random,
     full_run,
@@ -168,13 +167,7 @@ def run_round(bench: Bench, device: torch.device, args, root: str) -> tuple[floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_common_args(parser)
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="default: the config's (256; cartpole 128)"
-    )
+    parser = bench_parser(__doc__, batch_size=True)
     parser.add_argument("--steps", type=int, default=20, help="timed updates per config and round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed updates first (compilation, caches)")
     parser.add_argument(

@@ -24,7 +24,6 @@ data.offline_updates (Atari 100k: 120k; DMC walker: 70k).
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
@@ -32,18 +31,14 @@ import torch
 from common import (
     GpuMonitor,
     SelfPlayThread,
-    add_common_args,
-    config_names,
+    bench_parser,
     data_side,
     fill_random,
     full_run,
     hours,
-    load_run,
-    machine_line,
     median,
-    pick_device,
-    run_overrides,
     timed,
+    worker_runs,
 )
 
 from effzero.config import TrainConfig
@@ -97,24 +92,13 @@ class Reanalyser:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_common_args(parser)
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="default: the config's (256; cartpole 128)"
-    )
+    parser = bench_parser(__doc__, batch_size=True)
     parser.add_argument("--batches", type=int, default=3, help="timed batches per config and round")
     parser.add_argument("--fill", choices=("selfplay", "random"), default="selfplay", help="replay contents")
     args = parser.parse_args()
     if args.quick:
         args.batches, args.rounds = min(args.batches, 2), min(args.rounds, 2)
-    device = pick_device(args.device)
-    overrides = run_overrides(args)
-    runs = {name: load_run(name, overrides) for name in config_names(args)}
-    threads = {name: args.threads or conf.data.worker_threads for name, (conf, _) in runs.items()}
-    torch.set_num_threads(next(iter(threads.values())))
-    print(machine_line(device), flush=True)
+    device, runs, threads = worker_runs(args)
     reanalysers = {}
     for name, (conf, spec) in runs.items():
         torch.set_num_threads(threads[name])

@@ -23,7 +23,6 @@ Projection: self-play-bound wall-clock of a full run = data.total_env_steps /
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -31,16 +30,12 @@ import torch
 from common import (
     GpuMonitor,
     SelfPlayThread,
-    add_common_args,
-    config_names,
+    bench_parser,
     data_side,
     full_run,
     hours,
-    load_run,
-    machine_line,
     median,
-    pick_device,
-    run_overrides,
+    worker_runs,
 )
 
 from effzero.config import TrainConfig
@@ -80,20 +75,12 @@ def env_only_rate(conf: TrainConfig, spec: EnvSpec, steps: int, seed: int) -> fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_common_args(parser)
+    parser = bench_parser(__doc__)
     parser.add_argument("--steps", type=int, default=400, help="env steps per config and round")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds = min(args.steps, 40), min(args.rounds, 2)
-    device = pick_device(args.device)
-    overrides = run_overrides(args)
-    runs = {name: load_run(name, overrides) for name in config_names(args)}
-    threads = {name: args.threads or conf.data.worker_threads for name, (conf, _) in runs.items()}
-    torch.set_num_threads(next(iter(threads.values())))
-    print(machine_line(device), flush=True)
+    device, runs, threads = worker_runs(args)
     rates: dict[str, list[float]] = {name: [] for name in runs}
     env_rates: dict[str, list[float]] = {name: [] for name in runs}
     cpu_ms: dict[str, list[float]] = {name: [] for name in runs}
