@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install train test test-all lint format bench compare clean-logs
+.PHONY: help install train test test-slow test-all lint format bench compare clean-logs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ train: $(STAMP) ## train EZ-V2 on CartPole on the CPU, logged to MLflow (logs/ml
 
 test: $(STAMP) ## the test suite CI runs (everything but tests marked slow)
 	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP) ## only the tests marked slow (the 20-minute soak); CI runs them after `make test`
+	$(BIN)/python -m pytest -m slow
 
 test-all: $(STAMP) ## every test, the slow ones included
 	$(BIN)/python -m pytest

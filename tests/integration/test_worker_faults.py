@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from effzero.data.workers import PREFIX, SHM_DIR
-from tests.data.test_workers import replay_problems
+from tests.data.replay_checks import replay_problems
 from tests.faults import FAULT_FILE
 from tests.integration.helpers import SMOKE, alive, checkpoints, children, command, environment, run, wait_for
 
