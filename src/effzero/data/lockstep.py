@@ -13,11 +13,13 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from effzero.data.pipeline import Pipeline
+from effzero.config import TrainConfig
+from effzero.data.pipeline import Pipeline, RankInfo
 from effzero.data.reanalyse import Reanalyser
 from effzero.data.selfplay import SelfPlay
+from effzero.envs import EnvSpec
 
 
 class PrivateRandom:
@@ -56,8 +58,8 @@ class LockstepPipeline(Pipeline):
     first self-play workers and the first reanalyse worker of a run with processes.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, run: TrainConfig, spec: EnvSpec, template: nn.Module, rank: RankInfo = RankInfo()):
+        super().__init__(run, spec, template, rank)
         self._players: list[tuple[SelfPlay, PrivateRandom]] = []
         self._reanalyser: tuple[Reanalyser, PrivateRandom] | None = None
 
