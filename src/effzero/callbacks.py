@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from effzero.config import SearchConfig
 from effzero.data.evaluate import EvalResult, evaluate
 from effzero.data.pipeline import BatchStream
+from effzero.data.selfplay import SelfPlay
 from effzero.envs import EnvSpec
 
 
@@ -88,8 +89,15 @@ def _inside(frame: FrameType | None, codes: frozenset) -> bool:
 
 
 # Where the learner may be stopped at any instant: waiting for a batch, playing evaluation
-# episodes. Neither changes the state a checkpoint holds.
+# episodes. Neither changes the state a checkpoint holds, except a self-play step, which
+# `data.synchronous` runs inside the wait for a batch: it writes the replay, so a stop waits
+# for its end.
 UNWIND_SAFE = frozenset({BatchStream.__iter__.__code__, evaluate.__code__})
+WRITES_REPLAY = frozenset({SelfPlay.step.__code__})
+
+
+def _may_unwind(frame: FrameType | None) -> bool:
+    return _inside(frame, UNWIND_SAFE) and not _inside(frame, WRITES_REPLAY)
 
 
 class InterruptCheckpoint(L.Callback):
@@ -136,14 +144,14 @@ class InterruptCheckpoint(L.Callback):
             self._poll_every(0)
             raise Interrupted(signum, clean=False)
         self.signal = signum
-        if not self._training or _inside(frame, UNWIND_SAFE):
+        if not self._training or _may_unwind(frame):
             raise Interrupted(signum)
         rank_zero_info(f"{name}: stopping after the update in progress (send it again to stop at once)")
         self._poll_every(self.POLL_S)
 
     def _poll(self, signum: int, frame: FrameType | None) -> None:
         """SIGALRM while a stop is pending: stop as soon as the update has ended."""
-        if self.signal is not None and not self._saving and _inside(frame, UNWIND_SAFE):
+        if self.signal is not None and not self._saving and _may_unwind(frame):
             self._poll_every(0)
             raise Interrupted(self.signal)
 

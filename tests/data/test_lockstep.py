@@ -1,11 +1,17 @@
-"""In-process collection (`data.synchronous`): private random streams, the governor, a budget too small."""
+"""In-process collection (`data.synchronous`): private streams, the governor, a small budget, signals."""
+
+import os
+import signal
 
 import pytest
 import torch
 
+from effzero.callbacks import InterruptCheckpoint, Interrupted
 from effzero.data.acting import build_model
 from effzero.data.environments import build_spec
 from effzero.data.lockstep import LockstepPipeline, PrivateRandom
+from effzero.data.pipeline import BatchStream
+from tests.data.replay_checks import replay_problems
 from tests.data.test_pipeline import composed
 
 
@@ -56,5 +62,30 @@ def test_a_budget_too_small_for_one_batch_is_named():
     try:
         with pytest.raises(ValueError, match=r"raise data\.total_env_steps or lower data\.batch_size"):
             pipeline.next_batch()
+    finally:
+        pipeline.stop()
+
+
+def test_a_signal_in_the_middle_of_a_replay_write_stops_the_run_only_after_the_write(tmp_path):
+    """Collection runs inside the wait for a batch, where a stop is otherwise immediate."""
+    pipeline = lockstep("data.start_transitions=200", "data.replay_ratio=0.5", "data.batch_size=8")
+    interrupt = InterruptCheckpoint(str(tmp_path))
+    interrupt.on_train_start(None, None)
+    end_episodes, signalled = pipeline.replay.end_episodes, []
+
+    def signal_then_end(*args) -> None:  # after Replay.append wrote an episode's end, before its final obs
+        if not signalled and pipeline.counters.env_steps > 100:
+            signalled.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler here, mid-step
+        end_episodes(*args)
+
+    pipeline.replay.end_episodes = signal_then_end
+    try:
+        with interrupt.handling_signals(), pytest.raises(Interrupted):
+            for _ in BatchStream(pipeline, on_start=lambda: None):
+                pass  # endless: only the signal ends it
+        assert signalled and interrupt.signal == signal.SIGINT
+        assert replay_problems(pipeline.replay.state_dict(), pipeline.replay.layout.window) == []
+        assert not pipeline.replay.pending.any()  # the step was committed
     finally:
         pipeline.stop()
