@@ -53,6 +53,23 @@ def shard(path) -> dict:
     return check_replay(torch.load(path, weights_only=False))
 
 
+def replaced(learner: int, killed: dict[str, int]) -> dict[str, int] | None:
+    """{name: pid} of the three workers once those in `killed` ({name: pid}) run again as new processes.
+
+    A worker just SIGKILLed can still be listed for a moment (its files are closed as it dies), so
+    a check right after a kill must look for a new pid, not for three workers.
+    """
+
+    def restarted() -> dict[str, int] | None:
+        workers = workers_of(learner)
+        fresh = len(workers) == 3 and all(
+            workers.get(name) not in (None, pid) for name, pid in killed.items()
+        )
+        return workers if fresh else None
+
+    return wait_for(restarted, 120)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(int(MINUTES * 60) + 900)
 def test_workers_killed_at_random_lose_no_transitions_and_the_run_resumes(tmp_path):
@@ -61,16 +78,16 @@ def test_workers_killed_at_random_lose_no_transitions_and_the_run_resumes(tmp_pa
     kills: dict[str, int] = {}
     try:
         assert wait_for(lambda: len(workers_of(process.pid)) == 3, 120), "workers did not start"
-        deadline = time.monotonic() + MINUTES * 60
+        deadline, killed = time.monotonic() + MINUTES * 60, {}
         while time.monotonic() < deadline:
             time.sleep(chance.uniform(5, 30))
-            workers = wait_for(lambda: len(workers_of(process.pid)) == 3 and workers_of(process.pid), 120)
+            workers = replaced(process.pid, killed)
             assert workers and process.poll() is None, output(tmp_path)[-3000:]
             name = chance.choice(sorted(workers))
             os.kill(workers[name], signal.SIGKILL)
-            kills[name] = kills.get(name, 0) + 1
+            kills[name], killed = kills.get(name, 0) + 1, {name: workers[name]}
         # Let the last restart through, then stop as a user would.
-        workers = wait_for(lambda: len(workers_of(process.pid)) == 3 and workers_of(process.pid), 120)
+        workers = replaced(process.pid, killed)
         assert workers, output(tmp_path)[-3000:]
         process.send_signal(signal.SIGINT)
         process.wait(300)
