@@ -15,8 +15,13 @@ import pytest
 from tests.integration.helpers import SMOKE, mlflow_runs, start
 
 UPDATES = 50
-LOCKSTEP = (*SMOKE, "data.synchronous=true", "trainer.deterministic=true", "trainer.log_every_n_steps=1")
-LOCKSTEP += (f"trainer.max_steps={UPDATES}",)
+LOCKSTEP = (
+    *SMOKE,
+    "data.synchronous=true",
+    "trainer.deterministic=true",
+    "trainer.log_every_n_steps=1",
+    f"trainer.max_steps={UPDATES}",
+)
 
 
 def histories(log_dir, key: str) -> dict[str, list[list[float]]]:

@@ -84,11 +84,12 @@ def worker_model(
     model = build_model(cfg, spec).to(device).eval()
     if precision != "bf16":
         return model
+    device_type = torch.device(device).type
     for name in ("initial_inference", "recurrent_inference"):
         call = getattr(model, name)
 
         def under_autocast(*args, call=call, **kwargs):
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            with torch.autocast(device_type, dtype=torch.bfloat16):
                 return call(*args, **kwargs)
 
         setattr(model, name, under_autocast)  # an instance attribute shadows the method
