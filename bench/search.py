@@ -2,6 +2,7 @@
 
     python bench/search.py                 # ours and the peers whose environments exist, interleaved
     python bench/search.py --rounds 5 --peers ../shared/peers
+    python bench/search.py --compile       # also ours compiled (search.compile=true in a run)
 
 The model has the shape of the peer scripts in `../shared/peers/` (latent 64, MLP dynamics
 82→128→64, linear heads; A = 18, N = 16, m = 8); it runs under bf16 autocast on a GPU.
@@ -67,37 +68,69 @@ def median_time(fn, reps: int, sync) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def bench_ours(device: str, batches: list[int], reps: int, verbose: bool = True) -> dict[int, float]:
-    torch.manual_seed(0)
-    model = BenchModel().to(device).eval()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
-    results = {}
-    for batch in batches:
-        root = torch.randn(batch, D, device=device)
+class Ours:
+    """Our search and 16 bare model calls at each batch size; with `compile_mode`, each compiled
+    (`torch.compile(fullgraph=True)`, as `search.compile=true` does in a run) at its first call."""
 
-        def search(root=root):
-            with torch.inference_mode(), autocast:
-                h = model.heads(root).float()
-                return gumbel_search(h[:, 2:], h[:, 1], root, model.recurrent, N, M, GAMMA)
+    def __init__(self, device: str, batches: list[int], compile_mode: str | None = None):
+        torch.manual_seed(0)
+        self.device, self.batches, self.compile_mode = device, batches, compile_mode
+        self.model = BenchModel().to(device).eval()
+        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self.autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+        self.calls = {b: (self._compiled(self.search), self._compiled(self.model_only)) for b in batches}
+        self.roots = {b: torch.randn(b, D, device=device) for b in batches}
+        self.compile_s: dict[int, float] = {}
 
-        def model_only(root=root):
-            action = torch.zeros(root.shape[0], dtype=torch.long, device=device)
-            with torch.inference_mode(), autocast:
-                state = root
-                for _ in range(N):
-                    _, _, _, state = model.recurrent(state, action)
+    @property
+    def name(self) -> str:
+        return "effzero" if self.compile_mode is None else f"effzero-compiled({self.compile_mode})"
 
-        t_search, t_model = median_time(search, reps, sync), median_time(model_only, reps, sync)
-        results[batch] = batch * N / t_search
-        if verbose:
-            print(
-                f"effzero_gumbel B={batch} N={N} A={A} device={device} ms_per_search={t_search * 1e3:.1f} "
-                f"sims_per_s={results[batch]:.0f} model_calls_ms={t_model * 1e3:.1f} "
-                f"search/model={t_search / t_model:.2f}",
-                flush=True,
-            )
-    return results
+    def _compiled(self, fn):
+        if self.compile_mode is None:
+            return fn
+        return torch.compile(fn, fullgraph=True, dynamic=False, mode=self.compile_mode)
+
+    def search(self, root: torch.Tensor):
+        h = self.model.heads(root).float()
+        return gumbel_search(h[:, 2:], h[:, 1], root, self.model.recurrent, N, M, GAMMA)
+
+    def model_only(self, root: torch.Tensor) -> torch.Tensor:
+        action = torch.zeros(root.shape[0], dtype=torch.long, device=root.device)
+        state = root
+        for _ in range(N):
+            _, _, _, state = self.model.recurrent(state, action)
+        return state
+
+    def run(self, reps: int, verbose: bool) -> dict[int, float]:
+        """Simulations per second at each batch size (the median of `reps` searches)."""
+        results = {}
+        for batch in self.batches:
+            root, (search, model_only) = self.roots[batch], self.calls[batch]
+
+            def timed(fn, root=root):
+                def call():
+                    with torch.inference_mode(), self.autocast:
+                        fn(root)
+
+                return call
+
+            if batch not in self.compile_s:  # the first calls compile
+                start = time.perf_counter()
+                timed(search)(), timed(model_only)()
+                self.compile_s[batch] = time.perf_counter() - start
+            t_search = median_time(timed(search), reps, self.sync)
+            t_model = median_time(timed(model_only), reps, self.sync)
+            results[batch] = batch * N / t_search
+            if verbose:
+                print(
+                    f"{self.name} B={batch} N={N} A={A} device={self.device} "
+                    f"ms_per_search={t_search * 1e3:.2f} sims_per_s={results[batch]:.0f} "
+                    f"model_calls_ms={t_model * 1e3:.2f} search/model={t_search / t_model:.2f} "
+                    f"first_call_s={self.compile_s[batch]:.1f}",
+                    flush=True,
+                )
+        return results
 
 
 def bench_peer(name: str, peers_dir: Path) -> dict[int, float]:
@@ -132,23 +165,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="B = 16 and 64, 3 reps, 1 round, no peers")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu"], help="cpu: skip the GPU run")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="also time our search compiled with this torch.compile mode (default: default; "
+        "reduce-overhead adds CUDA graphs on a GPU); compiling takes about a minute per batch size",
+    )
     args = parser.parse_args()
+    batches = [16, 256, 1536]
+    if args.quick:
+        batches, args.reps, args.rounds, args.no_peers = [16, 64], 3, 1, True
     torch.set_num_threads(args.threads)
     cpu = platform.processor() or platform.machine()
     print(
         f"# machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, python {sys.version.split()[0]}"
+        f"torch {torch.__version__}, python {sys.version.split()[0]}, device cpu"
     )
-    batches = [16, 256, 1536]
     peers = [] if args.no_peers else [p for p in PEERS if (ROOT / PEERS[p][1]).exists()]
     for name in set(PEERS) - set(peers):
         if not args.no_peers:
             print(
                 f"# {name}: no environment at {ROOT / PEERS[name][1]} (see {args.peers / 'README.md'}); skipped"
             )
-    rounds: dict[str, list[dict[int, float]]] = {"effzero": [], **{p: [] for p in peers}}
+    ours = [Ours("cpu", batches)] + ([Ours("cpu", batches, args.compile)] if args.compile else [])
+    rounds: dict[str, list[dict[int, float]]] = {o.name: [] for o in ours} | {p: [] for p in peers}
     for r in range(args.rounds):
-        rounds["effzero"].append(bench_ours("cpu", batches, args.reps, verbose=r == args.rounds - 1))
+        for o in ours:
+            rounds[o.name].append(o.run(args.reps, verbose=r == args.rounds - 1))
         for name in peers:
             rounds[name].append(bench_peer(name, args.peers))
     figures = {
@@ -158,15 +205,17 @@ def main() -> None:
     print(f"# sims/s, median of {args.rounds} interleaved rounds")
     for name, by_batch in figures.items():
         print(f"{name:10s} " + "  ".join(f"B={b}: {v:9.0f}" for b, v in by_batch.items()))
-    for name in peers:
-        for batch in batches:
-            if batch in figures[name]:
-                print(
-                    f"ratio effzero/{name} B={batch}: {figures['effzero'][batch] / figures[name][batch]:.2f}"
-                )
-    if torch.cuda.is_available():
+    for o in ours:
+        for name in peers:
+            for batch in batches:
+                if batch in figures[name]:
+                    ratio = figures[o.name][batch] / figures[name][batch]
+                    print(f"ratio {o.name}/{name} B={batch}: {ratio:.2f}")
+    if torch.cuda.is_available() and args.device == "auto":
         print(f"# gpu: {torch.cuda.get_device_name()}")
-        bench_ours("cuda", batches, args.reps)
+        Ours("cuda", batches).run(args.reps, verbose=True)
+        if args.compile:
+            Ours("cuda", batches, args.compile).run(args.reps, verbose=True)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,7 @@ class SearchConfig:
     c_scale: float = 0.1
     min_spread: float = 0.01  # smallest max - min of the Q normalisation
     noise_in_reanalyse: bool = True  # Gumbel noise in reanalysis searches (EZ-V2: on)
+    compile: bool = False  # torch.compile each worker's search (model calls included) into one graph
     # continuous actions: K = k_policy + k_wide root candidates (k_wide from σ × std_magnification)
     k_policy: int = 4
     k_wide: int = 12
@@ -164,6 +165,14 @@ class SearchConfig:
     dirichlet_alpha: float = 0.3
     dirichlet_fraction: float = 0.25
     temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.compile and self.kind != SearchKind.gumbel:
+            raise ValueError(
+                f"search.compile=true needs search.kind=gumbel, got {self.kind.value}: a pUCT "
+                "search's depth grows with every simulation, so its graph would be huge; "
+                "set search.compile=false"
+            )
 
 
 @dataclass

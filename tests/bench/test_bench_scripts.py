@@ -1,6 +1,6 @@
-"""Every throughput benchmark runs with --quick and prints its machine line and its figures.
+"""Every benchmark runs with --quick and prints its machine line and its figures.
 
-The four scripts start at once (they spend most of their time importing and spawning
+The five scripts start at once (they spend most of their time importing and spawning
 workers), so the module takes about as long as the slowest one, e2e.py.
 """
 
@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # script -> what its figure line must hold
 FIGURES = {
+    "search": r"^effzero B=16 N=16 .*sims_per_s=\d+ .*search/model=[\d.]+",
     "learner": r"^learner config=cartpole B=16 .*updates_per_s=[\d.]+ .*learner_bound_wall=",
     "selfplay": r"^selfplay config=cartpole .*env_steps_per_s=[\d.]+ .*selfplay_bound_wall=",
     "reanalyse": r"^reanalyse config=cartpole B=16 .*samples_per_s=[\d.]+ .*reanalyse_bound_wall=",

@@ -1,5 +1,8 @@
 """The search's view of the model: per-step rewards from value prefixes, and bf16 workers."""
 
+import dataclasses
+
+import pytest
 import torch
 
 from effzero.config import SearchConfig
@@ -81,3 +84,27 @@ def test_bf16_workers_call_the_model_in_bf16_and_search_in_float32():
     # bf16 keeps ~3 significant digits: the search's results move by about that much
     torch.testing.assert_close(out.improved_policy, reference.improved_policy, atol=0.03, rtol=0)
     torch.testing.assert_close(out.root_value, reference.root_value, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.slow  # inductor compiles each search for about a minute on 2 cores
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_compiled_search_gives_the_eager_search_results(kind):
+    discrete = kind == "discrete"
+    bounds = ((), ()) if discrete else ((-1.0, -1.0), (1.0, 1.0))
+    spec = EnvSpec("toy", (3,), "float32", kind, 3 * discrete, 2 * (not discrete), *bounds, 0.9, None)
+    # the discrete model predicts value prefixes: the search state is then a pytree
+    config = dataclasses.replace(small_model(value=(-50, 50, 21)), value_prefix=discrete)
+    torch.manual_seed(0)
+    model = worker_model(config, spec, "cpu", "fp32")
+    obs = torch.randn(8, 3)
+    eager = SearchConfig(num_simulations=8, max_considered=4, k_policy=4, k_wide=4)
+    compiled = dataclasses.replace(eager, compile=True)
+    torch.manual_seed(1)
+    reference = act(model, obs, spec, eager, explore=False)
+    # Sampled searches draw their candidates: inductor then draws the same numbers as eager.
+    with torch._inductor.config.patch(fallback_random=True):
+        torch.manual_seed(1)
+        out = act(model, obs, spec, compiled, explore=False)
+    torch.testing.assert_close(out.improved_policy, reference.improved_policy, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.root_value, reference.root_value, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out.visit_counts, reference.visit_counts)

@@ -39,6 +39,7 @@ def assert_one_clear_message(result: subprocess.CompletedProcess, *expected: str
         (("search.num_simulation=3",), "Did you mean search.num_simulations?"),
         (("seedd=1",), "the train config has no setting 'seedd'. Did you mean seed?"),
         (("algo=muzeroo",), "Could not find 'algo/muzeroo'"),
+        (("algo=muzero", "search.compile=true"), "search.compile=true needs search.kind=gumbel"),
     ],
 )
 def test_bad_input_gets_one_clear_message(tmp_path, overrides, expected):

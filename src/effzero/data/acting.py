@@ -147,7 +147,7 @@ def search_roots(
     cfg: SearchConfig,
     explore: bool,
 ) -> SearchOutput:
-    """Search from roots whose initial inference is done.
+    """Search from roots whose initial inference is done; with `cfg.compile`, as one compiled graph.
 
     Args:
         state: [B, ...] latent states; value: [B] decoded values; policy: [B, A] logits or
@@ -155,6 +155,19 @@ def search_roots(
         explore: Gumbel / Dirichlet noise, widened candidates and visit sampling on (acting,
             reanalysis) or off (evaluation).
     """
+    search = _compiled_search_roots if cfg.compile else _search_roots
+    return search(model, state, value, policy, spec, cfg, explore)
+
+
+def _search_roots(
+    model: nn.Module,
+    state: Tensor,
+    value: Tensor,
+    policy: Tensor,
+    spec: EnvSpec,
+    cfg: SearchConfig,
+    explore: bool,
+) -> SearchOutput:
     fn = recurrent_fn(model)
     state = search_state(model, state)
     logits, value = policy.float(), value.float()
@@ -187,6 +200,12 @@ def search_roots(
             temperature=cfg.temperature if explore else 0.0,
         )
     raise ValueError(f"search.kind={cfg.kind!r} is not known; valid: gumbel, puct")
+
+
+# A Gumbel search has no host sync (`search/tree.py`), so it compiles to one graph: model
+# calls, tree arithmetic and all. Each batch size and `explore` compile once per process;
+# inductor's on-disk cache serves the same graph to the other workers and to later runs.
+_compiled_search_roots = torch.compile(_search_roots, fullgraph=True, dynamic=False)
 
 
 def _sampled_search(

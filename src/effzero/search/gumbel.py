@@ -44,9 +44,10 @@ def _run(
     recurrent_fn: RecurrentFn,
     child_priors: ChildPriorsFn,
     qt: QTransform,
+    num_legal: int | None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run the simulations; return (action slot, improved policy, root value, visits)."""
-    halving = SequentialHalving(gumbel, tree.prior_logits[:, 0], max_considered, num_simulations)
+    halving = SequentialHalving(gumbel, tree.prior_logits[:, 0], max_considered, num_simulations, num_legal)
 
     def select(t: Tree, node: Tensor) -> Tensor:
         return interior_select(t, node, qt)
@@ -107,8 +108,16 @@ def gumbel_search(
         logits, root_value.to(dtype), root_state, num_simulations, discount, qtransform.min_spread, valid
     )
     gumbel = draw_gumbel(logits.shape, logits) if gumbel is None else gumbel.to(dtype)
+    num_legal = None if invalid_actions is not None else logits.shape[-1]
     slot, policy, value, visits = _run(
-        tree, gumbel, max_considered, num_simulations, recurrent_fn, lambda p: (p, None), qtransform
+        tree,
+        gumbel,
+        max_considered,
+        num_simulations,
+        recurrent_fn,
+        lambda p: (p, None),
+        qtransform,
+        num_legal,
     )
     return SearchOutput(
         action=slot, action_index=slot, improved_policy=policy, root_value=value, visit_counts=visits
@@ -167,7 +176,7 @@ def sampled_gumbel_search(
         discount,
         qtransform.min_spread,
         root_valid,
-        interior_valid,
+        interior_valid if k_interior < slots else None,
         padded,
     )
 
@@ -181,7 +190,7 @@ def sampled_gumbel_search(
         noise = draw_gumbel(noise.shape, noise)
     noise = torch.cat([noise, zeros[:, num_candidates:]], 1)
     slot, policy, value, visits = _run(
-        tree, noise, max_considered, num_simulations, recurrent_fn, child_priors, qtransform
+        tree, noise, max_considered, num_simulations, recurrent_fn, child_priors, qtransform, num_candidates
     )
     rows = torch.arange(batch, device=candidates.device)
     return SearchOutput(

@@ -9,7 +9,6 @@ action is the best of the last survivors under the same score.
 from __future__ import annotations
 
 import math
-from functools import cache
 
 import torch
 from torch import Tensor
@@ -18,7 +17,6 @@ from effzero.search.qtransform import QTransform, improved_logits
 from effzero.search.tree import Tree
 
 
-@cache
 def halving_schedule(num_simulations: int, num_considered: int) -> tuple[tuple[int, int], ...]:
     """EZ-V2's phase budget: ((simulations done, children kept), ...) for each halving.
 
@@ -78,21 +76,34 @@ class SequentialHalving:
     Args:
         gumbel: [B, C] Gumbel noise; logits: [B, C] root prior logits, -inf where invalid.
         max_considered: m; each root considers min(m, its number of legal children).
+        num_legal: the number of legal children when every root has the same number (the
+            caller knows it: no host sync), None to count them on the device.
     """
 
-    def __init__(self, gumbel: Tensor, logits: Tensor, max_considered: int, num_simulations: int):
+    def __init__(
+        self,
+        gumbel: Tensor,
+        logits: Tensor,
+        max_considered: int,
+        num_simulations: int,
+        num_legal: int | None = None,
+    ):
         self.gumbel = gumbel
-        slots = logits.shape[-1]
-        considered = (logits > float("-inf")).sum(-1).clamp(max=max_considered)  # [B]
+        batch, slots = logits.shape
+        if num_legal is None:  # counted on the device: one host sync
+            considered = (logits > float("-inf")).sum(-1).clamp(max=max_considered)  # [B]
+            distinct = considered.unique().tolist()
+        else:
+            distinct = [min(num_legal, max_considered)]
+            considered = torch.full((batch,), distinct[0], device=logits.device)
         self.rank = ranks(gumbel + logits)
         self.considered = self.rank < considered[:, None]
         # keep[b, s]: children root b keeps before simulation s, -1 if it does not halve then.
-        table = torch.full((slots + 1, num_simulations + 1), -1, dtype=torch.long)
-        for m in range(slots + 1):
+        table = [[-1] * (num_simulations + 1) for _ in range(slots + 1)]
+        for m in distinct:
             for boundary, kept in halving_schedule(num_simulations, m):
-                table[m, boundary] = kept
-        self.keep = table.to(logits.device)[considered]  # [B, N + 1]
-        distinct = considered.unique().tolist()
+                table[m][boundary] = kept
+        self.keep = torch.tensor(table, device=logits.device)[considered]  # [B, N + 1]
         self.halving_at = {b for m in distinct for b, _ in halving_schedule(num_simulations, m)}
         if len(distinct) == 1:
             self.rounds = simulation_rounds(num_simulations, distinct[0])

@@ -205,7 +205,7 @@ def sampled_puct_search(
         discount,
         config.min_spread,
         root_valid,
-        interior_valid,
+        interior_valid if k_interior < slots else None,
         padded,
     )
     interior_logits = torch.zeros(batch, slots, dtype=dtype, device=candidates.device)

@@ -75,6 +75,7 @@ class Tree:
     roots: Tensor  # [B, 1] zeros, the root of each tree
     row_offset: Tensor  # [B, 1] rows·(N + 2), the flat index of each tree's node 0
     discounts: Tensor  # [N + 4, N + 3] the discount matrix of `backup`
+    depth_bound: int = 0  # no node is deeper: each round of simulations adds one level at most
 
     @property
     def sentinel(self) -> int:
@@ -124,7 +125,8 @@ def init_tree(
         root_logits: [B, C] prior logits of the root's children, -inf where invalid.
         root_value: [B] network value of the root; its dtype is the statistics' dtype.
         root_state: pytree of [B, ...] latent states.
-        root_valid: [B, C] bool legal root slots; interior_valid: [C] bool, None = all legal.
+        root_valid: [B, C] bool legal root slots; interior_valid: [C] bool, None = all legal
+            (pass None rather than all True: the search then skips the masking).
         root_actions: [B, C, d] candidate actions of the root (sampled search only).
     """
     batch, slots = root_logits.shape
@@ -150,7 +152,6 @@ def init_tree(
         actions = root_actions.new_zeros((batch, nodes, slots, root_actions.shape[-1]))
         actions[:, 0] = root_actions
     rows = torch.arange(batch, device=device)[:, None]
-    all_legal = interior_valid is None or bool(interior_valid.all())
     return Tree(
         children=torch.full((batch, nodes, slots), nodes - 1, dtype=torch.long, device=device),
         prior_logits=prior_logits,
@@ -165,7 +166,7 @@ def init_tree(
         q_min=torch.full((batch,), float("inf"), dtype=dtype, device=device),
         q_max=torch.full((batch,), float("-inf"), dtype=dtype, device=device),
         root_bias=_bias(root_valid, dtype),
-        interior_bias=None if all_legal else _bias(interior_valid, dtype),
+        interior_bias=None if interior_valid is None else _bias(interior_valid, dtype),
         discount=discount,
         min_spread=min_spread,
         rows=rows,
@@ -177,6 +178,11 @@ def init_tree(
 
 def traverse(tree: Tree, root_slot: Tensor, select: SelectFn) -> tuple[Tensor, Tensor, Tensor]:
     """Walk every path of a round down to an unexpanded child slot.
+
+    A path cannot descend past `tree.depth_bound`. Run eagerly, the walk stops as soon as every
+    path has left the tree (one host sync per level); traced by `torch.compile` it walks all
+    `depth_bound` levels, so the graph holds no sync (a path that left the tree sits on the
+    sentinel, whose children are all the sentinel, and gathers zeros from then on).
 
     Args:
         root_slot: [B, k] child slot each path takes at the root.
@@ -190,8 +196,9 @@ def traverse(tree: Tree, root_slot: Tensor, select: SelectFn) -> tuple[Tensor, T
     roots = tree.roots.expand_as(root_slot)
     nodes, slots = [roots], [root_slot]
     node = tree.children[tree.rows, roots, root_slot]
-    while bool((node != tree.sentinel).any()):
-        # A walk that left the tree sits on the sentinel, whose children are all the sentinel.
+    for _ in range(tree.depth_bound):
+        if not torch.compiler.is_compiling() and not bool((node != tree.sentinel).any()):
+            break
         nodes.append(node)
         slots.append(select(tree, node))
         node = tree.children[tree.rows, node, slots[-1]]
@@ -302,3 +309,4 @@ def simulate(
     child_logits, child_actions = child_priors(policy)
     expand(tree, first, parent, slot, reward, child_logits, next_state, child_actions)
     backup(tree, path, depth, first, value)
+    tree.depth_bound += 1
