@@ -233,9 +233,10 @@ class DataConfig:
     worker_threads: int = 1  # torch threads per worker process
     worker_device: str = "cpu"
     worker_precision: WorkerPrecision = WorkerPrecision.fp32  # of the workers' model calls
-    batch_timeout_s: float = 600.0  # longest wait for a batch before the run is declared stuck
+    batch_timeout_s: float = 600.0  # longest wait for a batch: stuck (a worker compiling stops the clock)
     max_worker_restarts: int = 3  # restarts after a crash or hang per run; one more failure stops it
     worker_timeout_s: float = 120.0  # no heartbeat this long: hung (a starting worker gets ≥ 60 s)
+    # (a worker compiling its search, search.compile=true, beats from a thread meanwhile)
     synchronous: bool = False  # collect and reanalyse in the learner's process: reproducible, slower
 
 

@@ -119,3 +119,24 @@ def test_a_pipeline_survives_a_killed_worker_and_frees_its_memory_when_stopped()
     del pipeline
     gc.collect()
     assert shm_mappings() <= before
+
+
+@pytest.mark.slow  # both workers compile their search from scratch: 1–2 minutes on 2 cores
+def test_workers_compiling_their_search_are_neither_hung_nor_late(tmp_path, monkeypatch):
+    # An empty inductor cache: compiling takes far longer than both timeouts below.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    conf = composed("search.compile=true", "data.worker_timeout_s=10", "data.batch_timeout_s=10")
+    spec = build_spec(conf.env)
+    model = build_model(conf.model, spec)
+    pipeline = Pipeline(conf, spec, model)
+    pipeline.weights.publish(model.state_dict())
+    pipeline.target_weights.publish(model.state_dict())
+    pipeline.counters.set_updates(10**6)
+    pipeline.start()
+    try:
+        began = time.monotonic()
+        assert pipeline.next_batch()["frames"].shape[0] == pipeline.batch_size
+        assert time.monotonic() - began > 10  # it did outlast the timeouts
+        assert pipeline.restarts == 0 and not pipeline.supervisor.status.any_compiling()
+    finally:
+        pipeline.stop()

@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from effzero.data.shared import BatchSlots, Counters, EpisodeLog, SharedWeights
-from effzero.data.workers import Heartbeat
+from effzero.data.workers import WorkerStatus
 
 
 def test_weights_round_trip_with_buffers():
@@ -125,8 +125,8 @@ def test_episode_log_keeps_whole_rows_and_the_newest_when_the_learner_falls_behi
     assert len(rows) == EpisodeLog.CAPACITY and rows[0][1] == 5.0 and rows[-1][1] == EpisodeLog.CAPACITY + 4
 
 
-def _collect(counters: Counters, steps: torch.Tensor, beats: torch.Tensor) -> None:
-    while counters.wait_to_step(0, Heartbeat(beats, 0)):
+def _collect(counters: Counters, steps: torch.Tensor, status: WorkerStatus) -> None:
+    while counters.wait_to_step(0, status.heartbeat(0)):
         steps += 1
         time.sleep(0.002)  # a step
         counters.add_env_steps(1)
@@ -134,8 +134,8 @@ def _collect(counters: Counters, steps: torch.Tensor, beats: torch.Tensor) -> No
 
 def test_pause_holds_self_play_between_steps_and_it_keeps_beating():
     counters = Counters(start_transitions=0, replay_ratio=0.0, total_env_steps=10**9)
-    steps, beats = torch.zeros(1, dtype=torch.int64).share_memory_(), torch.zeros(1).double().share_memory_()
-    collector = mp.get_context("spawn").Process(target=_collect, args=(counters, steps, beats), daemon=True)
+    steps, status = torch.zeros(1, dtype=torch.int64).share_memory_(), WorkerStatus(1)
+    collector = mp.get_context("spawn").Process(target=_collect, args=(counters, steps, status), daemon=True)
     collector.start()
     try:
         deadline = time.monotonic() + 60
@@ -144,10 +144,10 @@ def test_pause_holds_self_play_between_steps_and_it_keeps_beating():
         epoch = counters.pause()
         while not counters.parked_at(0, epoch):
             time.sleep(0.001)
-        held, beat = int(steps), float(beats)
+        held, beat = int(steps), status.last_beat(0)
         time.sleep(0.3)
         assert int(steps) == held and counters.env_steps == held  # no step while paused
-        assert float(beats) > beat  # waiting is not hanging
+        assert status.last_beat(0) > beat  # waiting is not hanging
         counters.resume()
         time.sleep(0.3)
         assert int(steps) > held

@@ -40,6 +40,15 @@ def _hangs(job: tuple) -> None:
     _runs(job)
 
 
+def _compiles(job: tuple) -> None:
+    """Beats once, then spends 3 s (the test's timeout is 1 s) in a call known to be long."""
+    beat = job[2]
+    beat()
+    with beat.compiling(period_s=0.1):
+        time.sleep(3.0)
+    _runs(job)
+
+
 def _always_fails(job: tuple) -> None:
     raise ValueError("injected: always fails")
 
@@ -124,6 +133,21 @@ def test_a_hung_worker_is_killed_within_its_timeout_with_its_stacks_and_restarte
         assert "worker 'w0' hung; restarting it" in warning and "data.worker_timeout_s=2" in warning
         assert "in _hangs" in warning  # faulthandler's stack of the stuck thread
         assert check_until(supervisor, lambda: supervisor.status.last_beat(0) > 0, timeout=60)
+    finally:
+        supervisor.stop()
+
+
+def test_a_compiling_worker_is_not_taken_for_hung():
+    supervisor, _, _ = supervise(_compiles, timeout_s=1.0)
+    supervisor.start()
+    try:
+        assert check_until(supervisor, supervisor.status.any_compiling, timeout=60)
+        began = time.monotonic()
+        assert check_until(supervisor, lambda: not supervisor.status.any_compiling(), timeout=30)
+        assert time.monotonic() - began > 2.0  # silent in its loop for longer than the timeout
+        time.sleep(0.5)
+        supervisor.check()
+        assert supervisor.restarts == 0 and supervisor.workers[0].incarnation == 0
     finally:
         supervisor.stop()
 

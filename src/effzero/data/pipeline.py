@@ -261,7 +261,9 @@ class Pipeline:
             batch = self.batches.take()
             if batch is not None:
                 return batch
-            if time.monotonic() > deadline:
+            if self.supervisor.status.any_compiling():  # slow, but not stuck
+                deadline = time.monotonic() + self.data.batch_timeout_s
+            elif time.monotonic() > deadline:
                 raise TimeoutError(
                     f"no batch from the reanalyse workers for {self.data.batch_timeout_s:.0f} s "
                     f"(env steps {self.counters.env_steps}, sampleable slots {self.replay.num_sampleable()}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -201,13 +202,16 @@ def run_reanalyse(job: ReanalyseJob) -> None:
     """
     torch.manual_seed(job.seed)
     reanalyser = Reanalyser(job)
+    compiled = not job.search.compile  # else the first search compiles, for minutes
     while not job.counters.stopping:
         job.beat()
         slot = job.batches.free_slot(job.owner)
         if slot is None or not reanalyser.ready():
             time.sleep(0.002)
             continue
-        job.batches.put(slot, reanalyser.make_batch())
+        with contextlib.nullcontext() if compiled else job.beat.compiling():
+            job.batches.put(slot, reanalyser.make_batch())
+        compiled = True
 
 
 def batch_layout(
@@ -237,6 +241,7 @@ def batch_layout(
             torch.tensor([i]),
         )
     net = build_model(model, spec).eval()
+    search = dataclasses.replace(search, compile=False)  # a compiled search would compile for batch 2
     batch = make_batch(replay, net, spec, search, algo, 2, 1.0, 1.0, 0, 0, torch.Generator().manual_seed(0))
     return {
         name: ((batch_size, *value.shape[1:]) if value.dim() else (), value.dtype)

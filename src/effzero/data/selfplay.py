@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -97,7 +98,10 @@ def run_selfplay(job: SelfPlayJob) -> None:
             if job.counters.stopping:
                 return
             time.sleep(0.001)
+        compiled = not job.search.compile  # else the first search compiles, for minutes
         while job.counters.wait_to_step(job.collector, job.beat):
-            player.step()
+            with contextlib.nullcontext() if compiled else job.beat.compiling():
+                player.step()
+            compiled = True
     finally:
         player.close()

@@ -46,37 +46,67 @@ class WorkerDied(RuntimeError):
 class Heartbeat:
     """Calling it records that the worker is alive: a timestamp in shared memory (~1 µs)."""
 
-    def __init__(self, beats: Tensor, index: int):
-        self.beats, self.index = beats, index
+    def __init__(self, beats: Tensor, index: int, compiling: Tensor):
+        self.beats, self.index, self.flags = beats, index, compiling
 
     def __call__(self) -> None:
         self.beats[self.index] = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
 
+    @contextlib.contextmanager
+    def compiling(self, period_s: float = 1.0) -> Iterator[None]:
+        """While the body runs, beat from a thread and flag the worker as compiling.
+
+        A worker's first compiled search (`search.compile=true`) runs for minutes without
+        coming back to its loop: that is work, not a hang, and the learner does not count it
+        against `data.batch_timeout_s` either.
+        """
+        done = threading.Event()
+
+        def beat_until_done() -> None:
+            while not done.wait(period_s):
+                self()
+
+        thread = threading.Thread(target=beat_until_done, name="heartbeat", daemon=True)
+        self.flags[self.index] = True
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            self.flags[self.index] = False
+            self()
+
 
 class WorkerStatus:
-    """Per worker: the time of its last heartbeat and the traceback it failed with."""
+    """Per worker: the time of its last heartbeat, whether it is compiling, and the traceback it failed with."""
 
     TRACE_BYTES = 16384  # the end of a longer traceback is kept: the error is at its end
 
     def __init__(self, workers: int):
         self.beats = torch.zeros(workers, dtype=torch.float64).share_memory_()
+        self.compiling = torch.zeros(workers, dtype=torch.bool).share_memory_()
         self.trace = torch.zeros(workers, self.TRACE_BYTES, dtype=torch.uint8).share_memory_()
         self.trace_length = torch.zeros(workers, dtype=torch.int64).share_memory_()
 
     @classmethod
     def nbytes_for(cls, workers: int) -> int:
-        return workers * (8 + cls.TRACE_BYTES + 8)
+        return workers * (8 + 1 + cls.TRACE_BYTES + 8)
 
     def heartbeat(self, index: int) -> Heartbeat:
-        return Heartbeat(self.beats, index)
+        return Heartbeat(self.beats, index, self.compiling)
+
+    def any_compiling(self) -> bool:
+        return bool(self.compiling.any())
 
     def last_beat(self, index: int) -> float:
         """`time.monotonic()` of the worker's last heartbeat; 0 before its first, inf once it is done."""
         return float(self.beats[index])
 
     def reset(self, index: int) -> None:
-        """Before (re)starting a worker: no heartbeat yet, no traceback."""
+        """Before (re)starting a worker: no heartbeat yet, not compiling, no traceback."""
         self.beats[index] = 0.0
+        self.compiling[index] = False
         self.trace_length[index] = 0
 
     def set_traceback(self, index: int, text: str) -> None:
