@@ -84,7 +84,8 @@ def gumbel_search(
     """Batched Gumbel MuZero search with EZ-V2's root schedule and value estimate.
 
     Args:
-        root_logits: [B, A] prior logits at the roots.
+        root_logits: [B, A] prior logits at the roots; mark illegal actions with
+            `invalid_actions`, not with -inf logits (without it, every action is legal).
         root_value: [B] network values of the roots.
         root_state: pytree of [B, ...] latent states, handed to `recurrent_fn`.
         recurrent_fn: (state, action [B]) -> (reward [B], value [B], logits [B, A], state).
@@ -92,7 +93,8 @@ def gumbel_search(
         max_considered: m, the children kept by Gumbel-top-m at each root.
         discount: per-step discount inside the search.
         gumbel: [B, A] noise; None draws it, zeros search without noise (evaluation).
-        invalid_actions: [B, A] bool, True where an action is illegal at the root.
+        invalid_actions: [B, A] bool, True where an action is illegal at the root (the search
+            then counts the legal ones on the device: one host sync, so it cannot be compiled whole).
     Returns:
         action [B], improved_policy [B, A] = softmax(logits + σ(completed Q)), root_value [B]
         (SVE), visit_counts [B, A].
