@@ -102,9 +102,11 @@ def test_compiled_search_gives_the_eager_search_results(kind):
     torch.manual_seed(1)
     reference = act(model, obs, spec, eager, explore=False)
     # Sampled searches draw their candidates: inductor then draws the same numbers as eager.
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     with torch._inductor.config.patch(fallback_random=True):
         torch.manual_seed(1)
         out = act(model, obs, spec, compiled, explore=False)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs + 1  # one graph, compiled
     torch.testing.assert_close(out.improved_policy, reference.improved_policy, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.root_value, reference.root_value, atol=1e-5, rtol=1e-5)
     assert torch.equal(out.visit_counts, reference.visit_counts)

@@ -155,19 +155,8 @@ def search_roots(
         explore: Gumbel / Dirichlet noise, widened candidates and visit sampling on (acting,
             reanalysis) or off (evaluation).
     """
-    search = _compiled_search_roots if cfg.compile else _search_roots
-    return search(model, state, value, policy, spec, cfg, explore)
-
-
-def _search_roots(
-    model: nn.Module,
-    state: Tensor,
-    value: Tensor,
-    policy: Tensor,
-    spec: EnvSpec,
-    cfg: SearchConfig,
-    explore: bool,
-) -> SearchOutput:
+    if cfg.compile and not torch.compiler.is_compiling():  # traced, the body below runs
+        return _compiled_search_roots(model, state, value, policy, spec, cfg, explore)
     fn = recurrent_fn(model)
     state = search_state(model, state)
     logits, value = policy.float(), value.float()
@@ -205,7 +194,7 @@ def _search_roots(
 # A Gumbel search has no host sync (`search/tree.py`), so it compiles to one graph: model
 # calls, tree arithmetic and all. Each batch size and `explore` compile once per process;
 # inductor's on-disk cache serves the same graph to the other workers and to later runs.
-_compiled_search_roots = torch.compile(_search_roots, fullgraph=True, dynamic=False)
+_compiled_search_roots = torch.compile(search_roots, fullgraph=True, dynamic=False)
 
 
 def _sampled_search(
