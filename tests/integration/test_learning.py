@@ -1,8 +1,11 @@
 """Learning regression: EZ-V2 on CartPole-v1 must learn, at a fixed seed, within a small budget.
 
-A random policy scores about 20. With 3,000 env steps (1,250 updates) the released config
-has reached 120-460 in our runs; the bar of 100 leaves room for the run-to-run spread that
-asynchronous workers bring, and still fails if learning breaks.
+A random policy scores about 20. The run collects and reanalyses in lock-step
+(`data.synchronous=true`), so its result is a function of the seed and the code, not of the
+machine's load: with asynchronous workers the same seed scored anywhere from 90 to 460, and
+a test of that could fail without a cause. With 3,000 env steps (1,250 updates) seeds 0 / 1 / 2
+reach 128 / 440 / 249 (seed 0 gave the same 128.4 again with two other runs beside it); the
+bar of 100 fails if learning breaks.
 """
 
 from tests.integration.helpers import mlflow_runs, run
@@ -18,6 +21,8 @@ def test_cartpole_learns_within_3000_env_steps(tmp_path):
         "eval.every=0",
         "eval.episodes=8",
         "trainer.enable_progress_bar=false",
+        "data.synchronous=true",
+        "trainer.deterministic=true",
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
