@@ -31,11 +31,14 @@ def test_a_private_stream_neither_moves_nor_follows_the_global_generator():
     assert torch.equal(torch.cat((first, second)), expected_private)
 
 
-def lockstep(*overrides: str) -> LockstepPipeline:
+def lockstep(*overrides: str, state: dict | None = None) -> LockstepPipeline:
+    """A started pipeline of the smoke cartpole config; `state`: resumed from this checkpoint."""
     conf = composed(*overrides)
     spec = build_spec(conf.env)
     template = build_model(conf.model, spec)
     pipeline = LockstepPipeline(conf, spec, template)
+    if state is not None:
+        pipeline.load_state_dict(state)
     pipeline.weights.publish(template.state_dict())
     pipeline.target_weights.publish(template.state_dict())
     pipeline.start()
@@ -55,6 +58,39 @@ def test_each_update_waits_for_exactly_the_env_steps_the_replay_ratio_asks():
             assert batch["weight"].shape == (8,) and not batch["weight"].is_inference()
     finally:
         pipeline.stop()
+
+
+def test_a_resumed_run_closes_the_episodes_its_checkpoint_cut_and_seeds_its_environments_anew():
+    overrides = ("data.start_transitions=64", "data.batch_size=8")
+    first = lockstep(*overrides)
+    try:
+        first.wait_for_update()
+        state = first.state_dict()
+        seeds = {job.seed for job in (*(p.job for p, _ in first._players), first._reanalyser[0].job)}
+    finally:
+        first.stop()
+    replay = state["replay"]
+    assert bool((replay["episode_start"] < replay["written"]).any())  # episodes were running
+
+    resumed = lockstep(*overrides, state=state)
+    try:
+        replay, window = resumed.replay, resumed.replay.layout.window
+        # Each cut episode ends at the checkpoint, as a time-limit cut: its last action, whose
+        # next observation the checkpoint lacks, is dropped and its observation becomes the final one.
+        assert torch.equal(replay.episode_start, replay.written)
+        assert replay_problems(replay.state_dict(), window) == []
+        assert resumed.counters.env_steps == int(replay.transitions.sum())
+        before = replay.written.clone()
+        resumed._collect()
+        # The resumed environments' first steps begin episodes of their own, not the cut ones.
+        assert torch.equal(replay.written, before + 1)
+        assert torch.equal(replay.start[torch.arange(len(before)), before], before)
+        resumed_seeds = {
+            job.seed for job in (*(p.job for p, _ in resumed._players), resumed._reanalyser[0].job)
+        }
+        assert not resumed_seeds & seeds
+    finally:
+        resumed.stop()
 
 
 def test_a_budget_too_small_for_one_batch_is_named():

@@ -2,6 +2,7 @@
 
 import torch
 
+from effzero.data.replay import FINAL
 from tests.integration.helpers import SMOKE, checkpoints, mlflow_runs, run
 
 
@@ -48,12 +49,17 @@ def test_resume_restores_weights_counters_and_replay(tmp_path):
     )
     resumed = torch.load(latest, weights_only=False)
     assert resumed["global_step"] == 60
-    # Collection continued from the saved count, and the old transitions are still there.
+    # Collection continued from the saved count, and the old transitions are still there: the
+    # episodes the checkpoint cut end there (a lone first observation is dropped, else the last
+    # observation becomes the final one), and the new episodes start after them.
     assert int(resumed["ReplayDataModule"]["shards"][0]["counters"][0]) > env_steps
-    old, new = replay["obs"], resumed["ReplayDataModule"]["shards"][0]["replay"]["obs"]
-    lanes_written = replay["written"]
-    for lane, count in enumerate(lanes_written.tolist()):
-        assert torch.equal(old[lane, :count], new[lane, :count])
+    after = resumed["ReplayDataModule"]["shards"][0]["replay"]
+    lanes = zip(replay["written"].tolist(), replay["episode_start"].tolist(), strict=True)
+    for lane, (count, start) in enumerate(lanes):
+        kept = count - 1 if start == count - 1 else count
+        assert torch.equal(replay["obs"][lane, :kept], after["obs"][lane, :kept])
+        if start < count - 1 and count < after["kind"].shape[1]:  # a cut episode, the lane not wrapped
+            assert int(after["kind"][lane, count - 1]) == FINAL and int(after["start"][lane, count]) == count
     # The MLflow curves of the second run continue at the resumed step.
     client, runs = mlflow_runs(tmp_path)
     steps = [m.step for m in client.get_metric_history(runs[-1].info.run_id, "loss/total")]

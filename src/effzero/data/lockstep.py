@@ -74,9 +74,10 @@ class LockstepPipeline(Pipeline):
         """Build the environments and models (weights must be published first)."""
         workers = self.supervisor.workers
         for worker in workers[: self.data.selfplay_workers]:
-            job = worker.make_job(0, _no_heartbeat)
+            job = worker.make_job(worker.incarnation, _no_heartbeat)  # > 0 once resumed
             self._players.append((SelfPlay(job), PrivateRandom(job.seed)))
-        job = workers[self.data.selfplay_workers].make_job(0, _no_heartbeat)
+        reanalyse = workers[self.data.selfplay_workers]
+        job = reanalyse.make_job(reanalyse.incarnation, _no_heartbeat)
         self._reanalyser = (Reanalyser(job), PrivateRandom(job.seed))
 
     def stop(self) -> None:

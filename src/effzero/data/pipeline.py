@@ -279,13 +279,28 @@ class Pipeline:
         self.replay.update_priorities(lanes.cpu(), slots.cpu(), priorities.detach().cpu())
 
     def state_dict(self) -> dict[str, Tensor]:
-        """The replay and the counters, copied while no self-play step is half-written."""
+        """The replay, the counters and the workers' incarnations, copied while no self-play step is half-written."""
         with self._collection_paused():
-            return {"replay": self.replay.state_dict(), "counters": self.counters.state()}
+            return {
+                "replay": self.replay.state_dict(),
+                "counters": self.counters.state(),
+                "incarnations": torch.tensor([worker.incarnation for worker in self.supervisor.workers]),
+            }
 
     def load_state_dict(self, state: dict) -> None:
         self.replay.load_state_dict(state["replay"])
         self.counters.load_state(state["counters"])
+        # The checkpoint holds no environment states: the episodes it cut short end there, as
+        # time-limit cuts, or the new episodes would be stored as their continuations.
+        dropped = self.replay.recover(list(range(self.replay.layout.lanes)))
+        log.info(
+            "resumed: the %d episode(s) the checkpoint cut short were closed as time-limit cuts", dropped
+        )
+        # A resumed run's workers are new incarnations of all those before the checkpoint, so
+        # their seeds are new too: its environments must not replay the episodes already stored.
+        first = int(state["incarnations"].max()) + 1 if "incarnations" in state else 1
+        for worker in self.supervisor.workers:
+            worker.incarnation = first
 
     @contextlib.contextmanager
     def _collection_paused(self) -> Iterator[None]:
