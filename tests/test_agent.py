@@ -4,9 +4,10 @@ import math
 
 import torch
 
-from effzero.agent import EZAgent, lr_factor, scale_gradient
+from effzero.agent import EZAgent, lr_factor
 from effzero.config import AlgoConfig, DataConfig, OptimConfig
 from effzero.envs import EnvSpec
+from effzero.nets.world_model import scale_gradient
 from tests.small import small_model
 
 SPEC = EnvSpec("toy", (4,), "float32", "discrete", 3, 0, (), (), 0.9, None)
@@ -26,6 +27,55 @@ def test_scale_gradient_keeps_the_value_and_scales_the_gradient():
     assert torch.equal(y, x.detach())
     (3 * y).sum().backward()
     assert x.grad.tolist() == [1.5, 1.5]
+
+
+def step_gradient_norms(scale: float, heads: bool, k: int) -> tuple[float, float, float]:
+    """Gradient norms of the value loss at unroll step k alone, into the representation, the
+    dynamics' action encoder and the value head."""
+    torch.manual_seed(0)
+    algo = AlgoConfig(
+        unroll_steps=2, consistency=False, latent_grad_scale=scale, latent_grad_scale_heads=heads
+    )
+    agent = EZAgent(SMALL, algo, OptimConfig(), DataConfig(), SPEC)
+    model = agent.model.eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    b = 4
+    only_k = torch.zeros(b, 3)
+    only_k[:, k] = 1.0
+    batch = {
+        "frames": torch.randn(b, 3, 4),
+        "action": torch.randint(0, 3, (b, 2)),
+        "reward": torch.zeros(b, 2),
+        "reward_mask": torch.zeros(b, 2),
+        "value": torch.rand(b, 3) * 5,
+        "value_mask": only_k,
+        "policy": torch.full((b, 3, 3), 1 / 3),
+        "policy_mask": torch.zeros(b, 3),
+        "consistency_mask": torch.zeros(b, 2),
+    }
+    agent.losses(batch)[0]["value"].sum().backward()
+    return tuple(
+        float(torch.cat([p.grad.flatten() for p in module.parameters()]).norm())
+        for module in (model.representation, model.action_encoder, model.value_head)
+    )
+
+
+def test_the_latent_gradient_scale_reaches_the_heads_of_its_step_only_with_the_hook():
+    # The chain rule: the value loss at step k reaches the representation through k unrolled
+    # latents. EfficientZero's hook scales each latent's whole gradient, its own step's head
+    # included (×0.5^k); MuZero's pseudocode scales after the heads (×0.5^(k−1)).
+    for k, hook, pseudocode in ((1, 0.5, 1.0), (2, 0.25, 0.5)):
+        full = step_gradient_norms(1.0, True, k)
+        for heads, factor in ((True, hook), (False, pseudocode)):
+            representation, dynamics, value_head = step_gradient_norms(0.5, heads, k)
+            assert math.isclose(representation, factor * full[0], rel_tol=1e-5), (k, heads)
+            if k == 1:  # (at k = 2 the dynamics' weights get both steps' gradients, scaled apart)
+                assert math.isclose(dynamics, factor * full[1], rel_tol=1e-5), heads
+            assert math.isclose(value_head, full[2], rel_tol=1e-6), (
+                k,
+                heads,
+            )  # the head's own weights: unscaled
 
 
 def two_hot_ce(

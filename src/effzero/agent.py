@@ -19,13 +19,9 @@ from effzero.data.replay import stack_frames
 from effzero.envs import EnvSpec
 from effzero.nets import augment
 from effzero.nets import policy as squashed
+from effzero.nets.world_model import scale_gradient
 
 log = logging.getLogger(__name__)
-
-
-def scale_gradient(x: Tensor, scale: float) -> Tensor:
-    """Identity forward; the gradient flowing back through `x` is multiplied by `scale`."""
-    return x * scale + x.detach() * (1.0 - scale)
 
 
 def lr_factor(step: int, cfg: OptimConfig) -> float:
@@ -47,7 +43,8 @@ class EZAgent(L.LightningModule):
     Per sample, with K unroll steps and masks from the reanalysed targets:
         L = Σ_k reward_coef·CE(r̂_k, r_k) + value_coef·CE(v̂_k, z_k) + policy_coef·CE(p̂_k, π′_k)
             + consistency_coef·(−cos(pred(proj(ŝ_k)), sg(proj(h(o_k)))))
-    weighted by the IS weights; the gradient is ×1/K and ×latent_grad_scale into each latent.
+    weighted by the IS weights; the gradient is ×1/K and ×latent_grad_scale into each unrolled
+    latent (from all that reads it, its own step's heads too, unless latent_grad_scale_heads=false).
     """
 
     def __init__(
@@ -166,14 +163,16 @@ class EZAgent(L.LightningModule):
             with torch.no_grad():
                 future = model.initial_inference(future)[0]
                 targets = model.project(future, with_predictor=False).view(obs.shape[0], unroll, -1)
+        heads_scale = self.algo.latent_grad_scale if self.algo.latent_grad_scale_heads else 1.0
         hidden = None  # the value-prefix LSTM state, reset before steps 1, 1 + H, … as the targets are
         for k in range(1, unroll + 1):
             if model.value_prefix and (k - 1) % model.lstm_horizon == 0:
                 hidden = None
             state, reward_logits, value_logits, policy, hidden = model.recurrent_inference(
-                state, action[:, k - 1], hidden
+                state, action[:, k - 1], hidden, grad_scale=heads_scale
             )
-            state = scale_gradient(state, self.algo.latent_grad_scale)
+            if not self.algo.latent_grad_scale_heads:  # MuZero's pseudocode: the later steps' gradient only
+                state = scale_gradient(state, self.algo.latent_grad_scale)
             reward = (
                 reward + reward_ce(reward_logits, batch["reward"][:, k - 1]) * batch["reward_mask"][:, k - 1]
             )

@@ -198,6 +198,9 @@ class AlgoConfig:
     entropy_samples: int = 256  # Monte-Carlo samples of that entropy
     augmentation: bool = True  # image observations: random shift (4 px) and intensity (0.05)
     latent_grad_scale: float = 0.5  # gradient into each unrolled latent
+    # true: from all that reads the latent, its step's heads too (EfficientZero's hook);
+    # false: from the later steps only (MuZero's pseudocode scales after the heads)
+    latent_grad_scale_heads: bool = True
 
 
 @dataclass

@@ -7,6 +7,11 @@ from torch import Tensor, nn
 from effzero.nets.value_prefix import Hidden
 
 
+def scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """Identity forward; the gradient flowing back through `x` is multiplied by `scale`."""
+    return x * scale + x.detach() * (1.0 - scale)
+
+
 class WorldModel(nn.Module):
     """A latent model: subclasses build `dynamics`, `prediction`, `reward_head`, `projection`, `predictor`.
 
@@ -25,7 +30,7 @@ class WorldModel(nn.Module):
         raise NotImplementedError
 
     def recurrent_inference(
-        self, state: Tensor, action: Tensor, hidden: Hidden | None = None
+        self, state: Tensor, action: Tensor, hidden: Hidden | None = None, grad_scale: float = 1.0
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Hidden | None]:
         """Step the model one action forward and predict there.
 
@@ -34,6 +39,9 @@ class WorldModel(nn.Module):
             action: [B] long (discrete) or [B, d] float (continuous).
             hidden: value-prefix LSTM state (h, c), each [B, lstm_hidden]; None means zeros (a
                 reset). Must be None without `value_prefix`.
+            grad_scale: the gradient into the dynamics from everything that reads next_state
+                (these heads, and later whatever the caller feeds it to) is multiplied by this:
+                EfficientZero's `register_hook(grad * 0.5)` on each unrolled latent.
 
         Returns:
             next_state [B, *latent], reward_logits [B, Rbins] (value-prefix logits with
@@ -43,6 +51,8 @@ class WorldModel(nn.Module):
         if hidden is not None and not self.value_prefix:
             raise ValueError(f"this {type(self).__name__} has no value-prefix LSTM; pass hidden=None")
         next_state = self.dynamics(state, action)
+        if grad_scale != 1.0:
+            next_state = scale_gradient(next_state, grad_scale)
         value_logits, policy = self.prediction(next_state)
         if self.value_prefix:
             reward_logits, hidden = self.reward_head(next_state, hidden)
