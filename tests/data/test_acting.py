@@ -1,4 +1,4 @@
-"""The search's view of the model: per-step rewards from value prefixes, and bf16 workers."""
+"""The search's view of the model: per-step rewards from value prefixes, bf16 workers, the config's constants."""
 
 import dataclasses
 
@@ -8,6 +8,8 @@ import torch
 from effzero.config import SearchConfig
 from effzero.data.acting import act, recurrent_fn, search_state, worker_model
 from effzero.envs import EnvSpec
+from effzero.nets import policy as squashed
+from effzero.search import PUCTConfig, puct_search, sampled_puct_search
 from tests.small import small_model
 
 
@@ -84,6 +86,52 @@ def test_bf16_workers_call_the_model_in_bf16_and_search_in_float32():
     # bf16 keeps ~3 significant digits: the search's results move by about that much
     torch.testing.assert_close(out.improved_policy, reference.improved_policy, atol=0.03, rtol=0)
     torch.testing.assert_close(out.root_value, reference.root_value, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("action", ["discrete", "continuous"])
+def test_the_puct_constants_of_the_config_reach_the_search(action):
+    discrete = action == "discrete"
+    spec = EnvSpec("toy", (3,), "float32", action, 4 if discrete else 2, 0, (), (), 0.9, None)
+    torch.manual_seed(0)
+    model = worker_model(small_model(), spec, "cpu", "fp32")
+    for p in model.parameters():  # zero-initialised heads would make every child alike
+        torch.nn.init.normal_(p, std=0.5)
+    obs = torch.randn(16, 3)
+    base = SearchConfig(kind="puct", num_simulations=24, k_policy=4, k_wide=0, k_interior=2)
+    state, value_logits, policy = model.initial_inference(obs)
+    value = model.value_support.to_scalar(value_logits)
+
+    def visits(cfg: SearchConfig, puct: PUCTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(1)  # the same candidates for a sampled search
+        through_config = act(model, obs, spec, cfg, explore=False).visit_counts
+        torch.manual_seed(1)
+        fn, latent = recurrent_fn(model), search_state(model, state)
+        quiet = dict(dirichlet_fraction=0.0, temperature=0.0, config=puct)  # explore=False
+        if discrete:
+            direct = puct_search(policy, value, latent, fn, 24, spec.discount, **quiet)
+        else:
+            direct = sampled_puct_search(
+                policy,
+                value,
+                latent,
+                fn,
+                squashed.sample,
+                num_simulations=24,
+                k_policy=4,
+                k_wide=0,
+                k_interior=2,
+                log_prob_fn=squashed.log_prob,
+                discount=spec.discount,
+                **quiet,
+            )
+        return through_config, direct.visit_counts
+
+    default, default_direct = visits(base, PUCTConfig())
+    # c2 = 1 makes the exploration weight grow with the parent's visits: another visit pattern.
+    changed = dataclasses.replace(base, c1=0.1, c2=1.0, min_spread=0.5)
+    other, other_direct = visits(changed, PUCTConfig(0.1, 1.0, 0.5))
+    assert torch.equal(default, default_direct) and torch.equal(other, other_direct)
+    assert not torch.equal(default, other)
 
 
 @pytest.mark.slow  # inductor compiles each search for about a minute on 2 cores

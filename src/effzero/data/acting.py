@@ -12,6 +12,7 @@ from effzero.envs import EnvSpec
 from effzero.nets import ImageWorldModel, ProprioWorldModel, Support
 from effzero.nets import policy as squashed
 from effzero.search import (
+    PUCTConfig,
     QTransform,
     RecurrentFn,
     SearchOutput,
@@ -187,6 +188,7 @@ def search_roots(
             dirichlet_alpha=cfg.dirichlet_alpha,
             dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
             temperature=cfg.temperature if explore else 0.0,
+            config=PUCTConfig(cfg.c1, cfg.c2, cfg.min_spread),
         )
     raise ValueError(f"search.kind={cfg.kind!r} is not known; valid: gumbel, puct")
 
@@ -242,6 +244,7 @@ def _sampled_search(
         dirichlet_alpha=cfg.dirichlet_alpha,
         dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
         temperature=cfg.temperature if explore else 0.0,
+        config=PUCTConfig(cfg.c1, cfg.c2, cfg.min_spread),
         **common,
     )
 
