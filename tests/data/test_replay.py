@@ -78,12 +78,18 @@ def test_sampling_follows_priorities_and_weights_by_importance():
     assert replay.max_priority.item() == 3.0
 
 
-def test_new_data_enters_at_the_largest_priority():
+def test_new_data_enters_at_the_largest_priority_the_replay_holds_now():
     replay = make()
-    write(replay, 0, 2)
-    replay.update_priorities(torch.tensor([0]), torch.tensor([0]), torch.tensor([7.0]))
+    write(replay, 0, 2)  # at the initial priority, 1
+    replay.update_priorities(torch.tensor([0, 0]), torch.tensor([0, 1]), torch.tensor([7.0, 2.0]))
     write(replay, 1, 1)
     assert replay.priority[1, 0].item() == 7.0
+    replay.end_episodes(torch.tensor([0]), torch.zeros(1, 2), torch.tensor([2]))  # a final slot at 7
+    # The errors shrink: so does the largest priority held, and a new slot's with it.
+    lanes, slots = torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0])
+    replay.update_priorities(lanes, slots, torch.tensor([0.5, 0.25, 0.125]))
+    write(replay, 1, 1)
+    assert replay.priority[1, 1].item() == 0.5
 
 
 def test_too_few_sampleable_slots_is_an_error():

@@ -9,7 +9,7 @@ newest frame, and a window is read back as its frames, the S − 1 before it inc
 episode's first frame repeated before its start), which `stack_frames` turns into stacks.
 
 Slots become sampleable once the whole window after them (unroll + TD steps) is written or
-their episode has ended; new transitions get the largest priority seen so far.
+their episode has ended; new transitions get the largest priority the replay holds.
 
 A writer may be killed at any instruction. Each step it takes is a small transaction per lane
 (`begin`, append / end episodes, `commit`): `recover` undoes an uncommitted step from the
@@ -294,9 +294,15 @@ class Replay:
         }
 
     def update_priorities(self, lanes: Tensor, slots: Tensor, priorities: Tensor) -> None:
-        """Set new priorities [B] (the learner's value errors) of sampled slots."""
+        """Set new priorities [B] (the learner's value errors) of sampled slots.
+
+        New slots enter at the largest priority the replay holds now, as EZ-V2's buffer does:
+        it falls as the errors shrink (the largest ever seen would pin every new slot to one
+        early outlier). Final observations are never sampled and do not count.
+        """
         self.priority[lanes, slots] = priorities.float()
-        self.max_priority.copy_(torch.maximum(self.max_priority, priorities.max().float().view(1)))
+        held = torch.where(self.kind == FINAL, 0.0, self.priority).max()
+        self.max_priority.copy_(held.view(1))
 
     # ------------------------------------------------------------------ checkpoints
 
