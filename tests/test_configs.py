@@ -39,6 +39,7 @@ def test_experiment_composes_and_names_a_real_task(experiment):
 
         assert (conf.env.domain, conf.env.task) in suite.ALL_TASKS
         assert conf.search.k_policy + conf.search.k_wide == 16 and conf.search.num_simulations == 32
+        assert conf.env.value_bounds == [0.0, 1e5]  # EZ-V2 clips DMC's decoded values
 
 
 def test_all_26_atari_games_have_an_experiment():

@@ -63,6 +63,17 @@ class EnvConfig:
     discount: float = 0.997  # per agent step
     max_episode_steps: int | None = None  # None keeps the protocol's own limit
     num_envs: int = 4  # environments per self-play worker, searched as one batch
+    # Decoded values are clipped to [low, high], in search, targets and priorities: what the
+    # env's returns cannot leave (EZ-V2: [0, 1e5] on DMC, whose rewards lie in [0, 1]); None: no clip
+    value_bounds: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        bounds = self.value_bounds
+        if bounds is not None and not (len(bounds) == 2 and bounds[0] < bounds[1]):
+            raise ValueError(
+                f"env.value_bounds={list(bounds)} must be [low, high] with low < high, "
+                "e.g. env.value_bounds=[0,1e5]; or env.value_bounds=null for no clip"
+            )
 
 
 @dataclass

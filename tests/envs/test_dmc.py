@@ -1,10 +1,11 @@
 """make_dmc_env on the real dm_control suite: action repeat, episode length, proprio order, pixels
-and cameras, action bounds, EnvSpec, errors."""
+and cameras, action bounds, EnvSpec, value bounds, errors."""
 
 import os
 
 import numpy as np
 import pytest
+import torch
 
 from effzero.envs import EnvSpec, make_dmc_env
 
@@ -104,3 +105,19 @@ def test_unknown_task_lists_the_valid_ones():
     with pytest.raises(ValueError, match="walker-walk") as info:
         make_dmc_env("walkr", "walk", pixels=False)
     assert "cheetah-run" in str(info.value)
+
+
+def test_the_dmc_config_clips_the_models_decoded_values_to_its_bounds():
+    from effzero.config import DMCEnvConfig
+    from effzero.data.acting import build_model
+    from effzero.data.environments import build_spec
+    from tests.small import small_model
+
+    spec = build_spec(DMCEnvConfig(id="walker-walk", domain="walker", task="walk", value_bounds=[0.0, 1e5]))
+    assert spec.value_bounds == (0.0, 1e5)
+    model = build_model(small_model(), spec)
+    logits = model.value_support.to_two_hot(torch.tensor([-3.0, 2.0])).log()
+    torch.testing.assert_close(
+        model.value_support.to_scalar(logits), torch.tensor([0.0, 2.0]), atol=1e-4, rtol=0
+    )
+    assert model.reward_support.clip is None  # rewards are not clipped

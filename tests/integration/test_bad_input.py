@@ -40,6 +40,7 @@ def assert_one_clear_message(result: subprocess.CompletedProcess, *expected: str
         (("seedd=1",), "the train config has no setting 'seedd'. Did you mean seed?"),
         (("algo=muzeroo",), "Could not find 'algo/muzeroo'"),
         (("algo=muzero", "search.compile=true"), "search.compile=true needs search.kind=gumbel"),
+        (("env.value_bounds=[1,0]",), "must be [low, high] with low < high, e.g. env.value_bounds=[0,1e5]"),
     ],
 )
 def test_bad_input_gets_one_clear_message(tmp_path, overrides, expected):

@@ -149,3 +149,13 @@ def test_bf16_logits_decode_like_float32():
     torch.testing.assert_close(
         ce, support.cross_entropy(low.float(), torch.full((256,), 10.0)), rtol=0, atol=0
     )
+
+
+def test_a_clipped_support_decodes_within_its_bounds_and_encodes_as_before():
+    plain = Support(-299.0, 299.0, 51)
+    clipped = Support(-299.0, 299.0, 51, clip=(0.0, 1e5))
+    targets = torch.tensor([-40.0, -0.5, 0.0, 3.0, 250.0])
+    logits = plain.to_two_hot(targets).log()  # decodes back to the targets
+    torch.testing.assert_close(plain.to_scalar(logits), targets, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(clipped.to_scalar(logits), targets.clamp(min=0.0), rtol=1e-4, atol=1e-4)
+    assert torch.equal(clipped.to_two_hot(targets), plain.to_two_hot(targets))

@@ -23,14 +23,17 @@ from effzero.search import (
 )
 
 
-def _support(cfg: SupportConfig) -> Support:
-    return Support(cfg.low, cfg.high, cfg.bins, in_h_space=cfg.in_h_space)
+def _support(cfg: SupportConfig, clip: tuple[float, float] | None = None) -> Support:
+    return Support(cfg.low, cfg.high, cfg.bins, in_h_space=cfg.in_h_space, clip=clip)
 
 
 def build_model(cfg: ModelConfig | ImageModelConfig, spec: EnvSpec) -> nn.Module:
     """The world model of `cfg.kind` for an environment's observations and actions."""
     actions = {"num_actions": spec.num_actions} if spec.is_discrete else {"action_dim": spec.action_dim}
-    supports = {"value_support": _support(cfg.value_support), "reward_support": _support(cfg.reward_support)}
+    supports = {
+        "value_support": _support(cfg.value_support, spec.value_bounds),
+        "reward_support": _support(cfg.reward_support),
+    }
     if isinstance(cfg, ImageModelConfig):
         if len(spec.obs_shape) != 3:
             raise ValueError(f"model=image needs image observations, {spec.name} has shape {spec.obs_shape}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -37,6 +38,8 @@ def build_spec(cfg: EnvConfig) -> EnvSpec:
     """Shapes, action space and discount of the configured environment (builds it once)."""
     instance = env_maker(cfg)(0)
     try:
-        return EnvSpec.from_env(instance, name=cfg.id, discount=cfg.discount)
+        spec = EnvSpec.from_env(instance, name=cfg.id, discount=cfg.discount)
     finally:
         instance.close()
+    bounds = None if cfg.value_bounds is None else (float(cfg.value_bounds[0]), float(cfg.value_bounds[1]))
+    return dataclasses.replace(spec, value_bounds=bounds)

@@ -56,6 +56,7 @@ class EnvSpec:
     discount: float  # per agent step
     max_episode_steps: int | None  # the env's time limit in agent steps; None if it has none
     frame_stack: int = 1  # image envs: observations stack this many frames along channels
+    value_bounds: tuple[float, float] | None = None  # decoded values are clipped to these
 
     @property
     def is_discrete(self) -> bool:

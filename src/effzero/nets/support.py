@@ -69,17 +69,28 @@ class Support(nn.Module):
         high: upper bound, likewise.
         bins: number of atoms, at least 2.
         in_h_space: the bounds are already transformed; prefer `from_transformed`.
+        clip: (low, high) that decoded scalars are clipped to (EZ-V2's DMC values: [0, 1e5]);
+            encoding is unaffected.
     """
 
     atoms: Tensor  # [bins]
 
-    def __init__(self, low: float, high: float, bins: int, *, in_h_space: bool = False) -> None:
+    def __init__(
+        self,
+        low: float,
+        high: float,
+        bins: int,
+        *,
+        in_h_space: bool = False,
+        clip: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         if bins < 2 or not low < high:
             raise ValueError(f"need bins >= 2 and low < high, got {bins=}, {low=}, {high=}")
         bounds = torch.tensor([low, high], dtype=torch.float64)
         low_h, high_h = (bounds if in_h_space else h(bounds)).tolist()
         self.bins = bins
+        self.clip = clip
         self.low_h = low_h
         self.high_h = high_h
         # float64 linspace keeps integer-step supports (Atari) exactly on the integers.
@@ -92,7 +103,8 @@ class Support(nn.Module):
         return cls(low_h, high_h, bins, in_h_space=True)
 
     def extra_repr(self) -> str:
-        return f"bins={self.bins}, h_range=[{self.low_h:.4g}, {self.high_h:.4g}]"
+        clip = "" if self.clip is None else f", clip=[{self.clip[0]:.4g}, {self.clip[1]:.4g}]"
+        return f"bins={self.bins}, h_range=[{self.low_h:.4g}, {self.high_h:.4g}]{clip}"
 
     def to_two_hot(self, x: Tensor) -> Tensor:
         """Two-hot encoding of h(x) on the atoms, clamped to the support's range.
@@ -123,10 +135,11 @@ class Support(nn.Module):
             logits: [..., bins] any floating dtype.
 
         Returns:
-            [...] float32 scalars.
+            [...] float32 scalars, within `clip` if it is set.
         """
         probs = F.softmax(logits.float(), dim=-1)
-        return h_inv((probs * self.atoms.float()).sum(-1))
+        scalar = h_inv((probs * self.atoms.float()).sum(-1))
+        return scalar if self.clip is None else scalar.clamp(*self.clip)
 
     def cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
         """−Σ two_hot(target) · log_softmax(logits), per element (no reduction).
