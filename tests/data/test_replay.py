@@ -63,6 +63,35 @@ def test_the_ring_overwrites_the_oldest_slots():
     assert window["frames"][0, :, 0].tolist() == [6, 7, 8, 9]  # wraps around the ring
 
 
+def test_once_the_ring_wraps_no_sampleable_stack_holds_a_frame_it_overwrote():
+    # S = 3 frames of shape [2]; one long episode; frame t holds the value t.
+    stack, length = 3, 8
+    layout = ReplayLayout(
+        1, length, (stack * 2,), torch.float32, (), torch.long, 3, WINDOW, frame_stack=stack
+    )
+    replay = Replay(layout)
+    for t in range(13):
+        frames = torch.tensor([float(max(t - j, 0)) for j in (2, 1, 0)]).repeat_interleave(2)
+        replay.append(
+            torch.tensor([0]),
+            frames[None],
+            torch.tensor([0]),
+            torch.tensor([1.0]),
+            torch.tensor([TRANSITION], dtype=torch.uint8),
+            torch.zeros(1),
+            torch.zeros(1, 3),
+            torch.tensor([t]),
+        )
+    # Positions 5..12 are held; 5 and 6 lost the frames before them (3, 4), 7..9 have their windows.
+    assert sampleable(replay, 0) == [0, 1, 7]  # positions 8, 9, 7
+    for slot in sampleable(replay, 0):
+        position = 12 - (12 - slot) % length
+        stacks = stack_frames(replay.windows(torch.tensor([0]), torch.tensor([slot]))["frames"], stack)[0]
+        for i in range(WINDOW + 1):
+            expected = [float(position + i - j) for j in (2, 1, 0)]
+            assert stacks[i, ::2].tolist() == expected, (slot, i)
+
+
 def test_sampling_follows_priorities_and_weights_by_importance():
     replay = make(lanes=1, length=16)
     write(replay, 0, 5)  # slots 0, 1 sampleable

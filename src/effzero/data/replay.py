@@ -9,7 +9,8 @@ newest frame, and a window is read back as its frames, the S − 1 before it inc
 episode's first frame repeated before its start), which `stack_frames` turns into stacks.
 
 Slots become sampleable once the whole window after them (unroll + TD steps) is written or
-their episode has ended; new transitions get the largest priority the replay holds.
+their episode has ended, and stop being so when the ring overwrites them or a frame of their
+stack; new transitions get the largest priority the replay holds.
 
 A writer may be killed at any instruction. Each step it takes is a small transaction per lane
 (`begin`, append / end episodes, `commit`): `recover` undoes an uncommitted step from the
@@ -122,9 +123,17 @@ class Replay:
             policy: [n, P]; step: [n] the global env step of each slot.
         """
         position = self.written[lanes]
-        slot = position % self.layout.lane_length
+        length, stack = self.layout.lane_length, self.layout.frame_stack
+        slot = position % length
         # First take the slot out of sampling: it may hold an old sampleable step of the ring.
         self.sampleable[lanes, slot] = False
+        # Its old frame was in the stacks of the S − 1 slots after it: those of them whose
+        # episode began at or before it can no longer be read back whole.
+        overwritten = position - length
+        for k in range(1, stack):
+            later = (slot + k) % length
+            broken = (overwritten >= 0) & (self.start[lanes, later] <= overwritten)
+            self.sampleable[lanes[broken], later[broken]] = False
         frame = obs if self.layout.frame_stack == 1 else obs[:, -self.layout.frame_shape[0] :]
         self.obs[lanes, slot] = frame.to(self.obs.dtype)
         self.start[lanes, slot] = self.episode_start[lanes]
