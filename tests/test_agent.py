@@ -5,7 +5,7 @@ import math
 import torch
 
 from effzero.agent import EZAgent, lr_factor
-from effzero.config import AlgoConfig, DataConfig, OptimConfig
+from effzero.config import AlgoConfig, DataConfig, ImageModelConfig, OptimConfig
 from effzero.envs import EnvSpec
 from effzero.nets.world_model import scale_gradient
 from tests.small import small_model
@@ -238,3 +238,43 @@ def test_value_prefix_lstm_state_is_carried_through_the_unroll_and_reset_every_h
             logits = model.reward_head.out(model.reward_head.norm(h).relu())
             expected += two_hot_ce(logits, batch["reward"][:, k - 1], -2, 2, 9)
     torch.testing.assert_close(losses["reward"].detach(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_samples_future_stacks_share_one_augmentation_and_its_current_stack_has_its_own():
+    # Frames of one white pixel: where it lands after the shift, and how bright, give the draw.
+    torch.manual_seed(0)
+    b, unroll, stack = 8, 2, 2
+    spec = EnvSpec(
+        "img", (3 * stack, 96, 96), "uint8", "discrete", 3, 0, (), (), 0.9, None, frame_stack=stack
+    )
+    image = ImageModelConfig(
+        channels=8, reduced_channels=4, lstm_hidden=16, proj_hidden=16, proj_dim=8, pred_hidden=8
+    )
+    agent = EZAgent(image, AlgoConfig(unroll_steps=unroll), OptimConfig(), DataConfig(), spec)
+    frames = torch.zeros(b, unroll + stack, 3, 96, 96, dtype=torch.uint8)
+    frames[..., 48, 48] = 200
+    inputs = []
+    real = agent.model.initial_inference
+    agent.model.initial_inference = lambda obs: inputs.append(obs.clone()) or real(obs)
+    batch = {
+        "frames": frames,
+        "action": torch.zeros(b, unroll, dtype=torch.long),
+        "reward": torch.zeros(b, unroll),
+        "reward_mask": torch.ones(b, unroll),
+        "value": torch.zeros(b, unroll + 1),
+        "value_mask": torch.ones(b, unroll + 1),
+        "policy": torch.full((b, unroll + 1, 3), 1 / 3),
+        "policy_mask": torch.ones(b, unroll + 1),
+        "consistency_mask": torch.ones(b, unroll),
+    }
+    agent.losses(batch)
+    current, future = inputs[0], inputs[1].view(b, unroll, 3 * stack, 96, 96)
+
+    def draws(x: torch.Tensor) -> torch.Tensor:
+        """(pixel index, brightness) of each image's first channel [..., 2]."""
+        flat = x[..., 0, :, :].flatten(-2)
+        return torch.stack((flat.argmax(-1).float(), flat.amax(-1)), -1)
+
+    assert torch.equal(draws(future), draws(future[:, :1]).expand(-1, unroll, -1))  # one draw per sample
+    assert len(set(draws(future)[:, 0, 0].tolist())) > 1  # samples draw apart
+    assert not torch.equal(draws(current), draws(future[:, 0]))  # the current stack draws apart

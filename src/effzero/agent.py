@@ -148,9 +148,12 @@ class EZAgent(L.LightningModule):
         """Per-sample loss terms [B] summed over the unroll, and the decoded value at k = 0 [B]."""
         model, unroll = self.model, self.algo.unroll_steps
         obs, action = stack_frames(batch["frames"], self.spec.frame_stack), batch["action"]
-        current, future = obs[:, 0], obs[:, 1:].flatten(0, 1)
-        if self.algo.augmentation and len(self.spec.obs_shape) == 3:  # images: independent draws
-            current, future = augment(current), augment(future)
+        current, future = obs[:, 0], obs[:, 1:]  # [B, *obs], [B, K, *obs]
+        if self.algo.augmentation and len(self.spec.obs_shape) == 3:
+            # Images: one draw for the current stack, one for all of a sample's future stacks
+            # (EZ-V2 augments a sample's future frames as one image).
+            current, future = augment(current), augment(future.flatten(1, 2)).view(future.shape)
+        future = future.flatten(0, 1)  # [B·K, *obs]
         value_ce, reward_ce = model.value_support.cross_entropy, model.reward_support.cross_entropy
         state, value_logits, policy = model.initial_inference(current)
         value0 = model.value_support.to_scalar(value_logits.detach())
