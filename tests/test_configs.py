@@ -59,7 +59,7 @@ def test_every_algo_preset_keeps_its_components_under_every_experiment(experimen
     if algo != "ezv2":  # ezv2 keeps the model's own head: a value prefix on Atari, none on DMC
         assert conf.model.value_prefix == expected.model.value_prefix
     if algo in SAMPLED:
-        assert conf.search.k_policy == 20 and conf.search.k_wide == 0
+        assert conf.search.k_policy == 20 and conf.search.k_wide == 0 and conf.search.k_interior == 20
 
 
 def test_off_policy_correction_spans_the_runs_own_budget():
