@@ -162,6 +162,7 @@ class SearchConfig:
     c_visit: float = 50.0
     c_scale: float = 0.1
     min_spread: float = 0.01  # smallest max - min of the Q normalisation
+    visit_offset: float = 1.0  # Gumbel: a node's N = ΣN(children) + this (EZ-V2's code: 1; the paper: 0)
     noise_in_reanalyse: bool = True  # Gumbel noise in reanalysis searches (EZ-V2: on)
     compile: bool = False  # torch.compile each worker's search (model calls included) into one graph
     # continuous actions: K = k_policy + k_wide root candidates (k_wide from σ × std_magnification)

@@ -9,7 +9,7 @@ from effzero.config import SearchConfig
 from effzero.data.acting import act, recurrent_fn, search_state, worker_model
 from effzero.envs import EnvSpec
 from effzero.nets import policy as squashed
-from effzero.search import PUCTConfig, puct_search, sampled_puct_search
+from effzero.search import PUCTConfig, QTransform, gumbel_search, puct_search, sampled_puct_search
 from tests.small import small_model
 
 
@@ -132,6 +132,35 @@ def test_the_puct_constants_of_the_config_reach_the_search(action):
     other, other_direct = visits(changed, PUCTConfig(0.1, 1.0, 0.5))
     assert torch.equal(default, default_direct) and torch.equal(other, other_direct)
     assert not torch.equal(default, other)
+
+
+def test_the_gumbel_visit_offset_of_the_config_reaches_the_search():
+    spec = EnvSpec("toy", (3,), "float32", "discrete", 6, 0, (), (), 0.9, None)
+    torch.manual_seed(0)
+    model = worker_model(small_model(), spec, "cpu", "fp32")
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    obs = torch.randn(16, 3)
+    state, value_logits, policy = model.initial_inference(obs)
+    value = model.value_support.to_scalar(value_logits)
+    policies = []
+    for offset in (0.0, 1.0):
+        cfg = SearchConfig(num_simulations=12, max_considered=4, visit_offset=offset)
+        through_config = act(model, obs, spec, cfg, explore=False).improved_policy
+        direct = gumbel_search(
+            policy,
+            value,
+            search_state(model, state),
+            recurrent_fn(model),
+            12,
+            4,
+            spec.discount,
+            torch.zeros(16, 6),
+            qtransform=QTransform(visit_offset=offset),
+        ).improved_policy
+        assert torch.equal(through_config, direct)
+        policies.append(through_config)
+    assert not torch.allclose(*policies)  # two unvisited actions' v_mix weigh N apart
 
 
 @pytest.mark.slow  # inductor compiles each search for about a minute on 2 cores

@@ -71,10 +71,18 @@ def softmax(xs: list[float]) -> list[float]:
 
 
 class ReferenceTree:
-    def __init__(self, root: Node, recurrent_fn, discount: float, min_spread: float, expand_children):
+    def __init__(
+        self, root: Node, recurrent_fn, discount: float, min_spread: float, expand_children, own_visits=False
+    ):
         self.root, self.fn, self.discount = root, recurrent_fn, discount
         self.minmax = MinMax(min_spread)
         self.expand_children = expand_children  # policy [1, P] -> (logits, actions or None)
+        # A node's N in v_mix and the interior rule: its own visit count (EZ-V2's code), or
+        # its children's (the Gumbel MuZero paper).
+        self.own_visits = own_visits
+
+    def node_visits(self, node: Node) -> int:
+        return node.visits if self.own_visits else sum(c.visits for c in node.children.values())
 
     def simulate(self, root_slot: int, select) -> None:
         path, slot = [self.root], root_slot
@@ -100,21 +108,21 @@ class ReferenceTree:
 # ---------------------------------------------------------------- Gumbel
 
 
-def completed_q(node: Node, discount: float) -> list[float]:
+def completed_q(tree: ReferenceTree, node: Node) -> list[float]:
     prior = node.prior
-    total = sum(node.child_visits(a) for a in range(len(prior)))
     visited = [a for a in node.children]
     if visited:
+        n = tree.node_visits(node)
         mass = sum(prior[a] for a in visited)
-        mean_q = sum(prior[a] * node.child_q(a, discount) for a in visited) / mass
-        v_mix = (node.value + total * mean_q) / (1 + total)
+        mean_q = sum(prior[a] * node.child_q(a, tree.discount) for a in visited) / mass
+        v_mix = (node.value + n * mean_q) / (1 + n)
     else:
         v_mix = node.value
-    return [node.child_q(a, discount) if a in node.children else v_mix for a in range(len(prior))]
+    return [node.child_q(a, tree.discount) if a in node.children else v_mix for a in range(len(prior))]
 
 
 def improved_logits(tree: ReferenceTree, node: Node, c_visit=50.0, c_scale=0.1) -> list[float]:
-    completed = completed_q(node, tree.discount)
+    completed = completed_q(tree, node)
     max_n = max(node.child_visits(a) for a in range(len(node.logits)))
     return [
         lg + (c_visit + max_n) * c_scale * tree.minmax.normalize(q)
@@ -124,9 +132,9 @@ def improved_logits(tree: ReferenceTree, node: Node, c_visit=50.0, c_scale=0.1) 
 
 def gumbel_interior(tree: ReferenceTree, node: Node) -> int:
     pi = softmax(improved_logits(tree, node))
-    total = sum(node.child_visits(a) for a in range(len(pi)))
+    n = tree.node_visits(node)
     scores = [
-        pi[a] - node.child_visits(a) / (1 + total) if node.logits[a] > -INF else -INF for a in range(len(pi))
+        pi[a] - node.child_visits(a) / (1 + n) if node.logits[a] > -INF else -INF for a in range(len(pi))
     ]
     return argmax(scores)
 
@@ -171,12 +179,23 @@ def gumbel_root(tree: ReferenceTree, gumbel: list[float], n: int, max_considered
 
 
 def reference_gumbel(
-    logits, value, state, fn, n, max_considered, discount, gumbel, expand=None, actions=None, min_spread=0.01
+    logits,
+    value,
+    state,
+    fn,
+    n,
+    max_considered,
+    discount,
+    gumbel,
+    expand=None,
+    actions=None,
+    min_spread=0.01,
+    own_visits=False,
 ):
     """One root: returns (action slot, improved policy, root value, visit counts)."""
     root = Node(logits=list(logits), state=state, visits=1, value_sum=float(value), actions=actions)
     expand = expand or (lambda policy: ([float(x) for x in policy[0]], None))
-    tree = ReferenceTree(root, fn, discount, min_spread, expand)
+    tree = ReferenceTree(root, fn, discount, min_spread, expand, own_visits)
     action = gumbel_root(tree, list(gumbel), n, max_considered)
     policy = softmax(improved_logits(tree, root))
     visits = [root.child_visits(a) for a in range(len(logits))]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from effzero.search import gumbel_search
+from effzero.search import QTransform, gumbel_search
 from tests.search.models import DiscreteToy
 from tests.search.reference import reference_gumbel
 
@@ -91,14 +91,18 @@ def test_halving_then_interior_selection():
     assert out.improved_policy[0].tolist() == pytest.approx(softmax(sigma), abs=1e-12)
 
 
-def run_reference(model, logits, value, state, n, m, gumbel, invalid=None):
+def run_reference(model, logits, value, state, n, m, gumbel, invalid=None, own_visits=False):
     rows = []
     for b in range(logits.shape[0]):
         lg = logits[b].clone()
         if invalid is not None:
             lg[invalid[b]] = float("-inf")
         single = (state[0][b : b + 1], state[1][b : b + 1])
-        rows.append(reference_gumbel(lg.tolist(), value[b], single, model, n, m, GAMMA, gumbel[b].tolist()))
+        rows.append(
+            reference_gumbel(
+                lg.tolist(), value[b], single, model, n, m, GAMMA, gumbel[b].tolist(), own_visits=own_visits
+            )
+        )
     return rows
 
 
@@ -107,7 +111,10 @@ def run_reference(model, logits, value, state, n, m, gumbel, invalid=None):
     [(3, 4, 2), (5, 16, 4), (18, 16, 8), (6, 24, 6), (4, 1, 4), (8, 32, 1), (18, 50, 16)],
 )
 @pytest.mark.parametrize("masked", [False, True])
-def test_matches_reference_on_random_trees(actions, n, m, masked):
+@pytest.mark.parametrize("own_visits", [False, True], ids=["paper", "ezv2"])
+def test_matches_reference_on_random_trees(actions, n, m, masked, own_visits):
+    # ezv2: a node's N in v_mix and the interior rule is its own visit count (the reference
+    # counts it); the search adds visit_offset = 1 to its children's ΣN.
     batch = 6
     model = DiscreteToy(actions, seed=actions + n)
     logits, value, state = model.root(batch, seed=n)
@@ -116,9 +123,12 @@ def test_matches_reference_on_random_trees(actions, n, m, masked):
     if masked:
         invalid = torch.rand(batch, actions, generator=torch.Generator().manual_seed(n)) < 0.4
         invalid[:, 0] = False  # keep one legal action per root
-    out = gumbel_search(logits, value, state, model, n, m, GAMMA, gumbel=gumbel, invalid_actions=invalid)
+    qt = QTransform(visit_offset=1.0 if own_visits else 0.0)
+    out = gumbel_search(
+        logits, value, state, model, n, m, GAMMA, gumbel=gumbel, invalid_actions=invalid, qtransform=qt
+    )
     for b, (action, policy, root_value, visits) in enumerate(
-        run_reference(model, logits, value, state, n, m, gumbel, invalid)
+        run_reference(model, logits, value, state, n, m, gumbel, invalid, own_visits)
     ):
         assert out.visit_counts[b].tolist() == visits
         assert out.action[b].item() == action

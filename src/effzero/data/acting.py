@@ -167,7 +167,7 @@ def search_roots(
     if not spec.is_discrete:
         return _sampled_search(logits, value, state, fn, spec, cfg, explore)
     if cfg.kind == "gumbel":
-        qt = QTransform(cfg.c_visit, cfg.c_scale, cfg.min_spread)
+        qt = QTransform(cfg.c_visit, cfg.c_scale, cfg.min_spread, cfg.visit_offset)
         gumbel = None if explore else torch.zeros_like(logits)
         return gumbel_search(
             logits,
@@ -225,7 +225,7 @@ def _sampled_search(
         noise = None
         if not (explore and cfg.continuous_noise):
             noise = torch.zeros(params.shape[0], k_policy + k_wide, device=params.device)
-        qt = QTransform(cfg.c_visit, cfg.c_scale, cfg.min_spread)
+        qt = QTransform(cfg.c_visit, cfg.c_scale, cfg.min_spread, cfg.visit_offset)
         return sampled_gumbel_search(
             params,
             value,
