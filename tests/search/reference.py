@@ -222,6 +222,17 @@ def puct_select(tree: ReferenceTree, node: Node, c1=1.25, c2=19652.0) -> int:
     return argmax(scores)
 
 
+def edge_minmax(tree: ReferenceTree) -> MinMax:
+    """Min-max over the current Q = r + γ·V of every edge of the tree (EZ-V1's pUCT)."""
+    stats, stack = MinMax(tree.minmax.min_spread), [tree.root]
+    while stack:
+        node = stack.pop()
+        for child in node.children.values():
+            stats.update(child.reward + tree.discount * child.value)
+            stack.append(child)
+    return stats
+
+
 def reference_puct(logits, value, state, fn, n, discount, expand=None, actions=None, min_spread=0.01):
     """One root with its (already noised) prior logits: returns (visit counts, root value)."""
     root = Node(logits=list(logits), state=state, visits=1, value_sum=float(value), actions=actions)
@@ -229,4 +240,5 @@ def reference_puct(logits, value, state, fn, n, discount, expand=None, actions=N
     tree = ReferenceTree(root, fn, discount, min_spread, expand)
     for _ in range(n):
         tree.simulate(puct_select(tree, root), lambda node: puct_select(tree, node))
+        tree.minmax = edge_minmax(tree)  # replaces the sampled returns `simulate` fed it
     return [root.child_visits(a) for a in range(len(logits))], root.value

@@ -3,8 +3,10 @@
 Every node, the root included, takes the child maximising
     q̂(a) + P(a) · √N(s) / (1 + N(a)) · (c1 + log((N(s) + c2 + 1) / c2)),
 with N(s) the node's own visits (its expansion counted, so the prior acts at fresh nodes),
-q̂ the tree's min-max normalised Q, and an unvisited child's Q the mean of the node's value
-and its visited children's Q (EfficientZero V1's fill-in). Ties go to the lowest slot.
+q̂ = Q min-max normalised over the current Q of every edge in the tree (EfficientZero V1's
+`update_tree_q`, recomputed after each simulation), and an unvisited child's Q the mean of the
+node's value and its visited children's Q (EfficientZero V1 chains the parent's mean instead
+of the node's value). Ties go to the lowest slot.
 The policy target is the root's visit distribution; the action is drawn from it with a
 temperature (0 = the most visited).
 """
@@ -79,7 +81,20 @@ def _run(
     for simulation in range(num_simulations):
         root_slot = (puct_score(tree, tree.roots, cfg) + tree.root_bias[:, None]).max(-1).indices
         simulate(tree, simulation, root_slot, select, recurrent_fn, child_priors)
+        tree_q_bounds(tree, simulation + 1)
     return tree.visits.gather(1, tree.children[:, 0])
+
+
+def tree_q_bounds(tree: Tree, expanded: int) -> None:
+    """Set the tree's min-max to that of the current Q of nodes 1..expanded (every edge's).
+
+    Unlike the Gumbel searches' bounds over sampled returns (EZ-V2), these follow the mean Q
+    that pUCT scores, and shrink when an extreme edge's mean moves inwards (EZ-V1's rule;
+    MuZero's pseudocode keeps every Q once seen, the root's γ·V included).
+    """
+    low, high = torch.aminmax(tree.q[:, 1 : expanded + 1], dim=1)
+    tree.q_min.copy_(low)
+    tree.q_max.copy_(high)
 
 
 def _act(visits: Tensor, temperature: float) -> Tensor:
