@@ -58,6 +58,7 @@ def test_every_algo_preset_keeps_its_components_under_every_experiment(experimen
     assert conf.search.kind == expected.search.kind
     if algo != "ezv2":  # ezv2 keeps the model's own head: a value prefix on Atari, none on DMC
         assert conf.model.value_prefix == expected.model.value_prefix
+    assert conf.search.temperature_decay == (conf.search.kind == "puct")  # the pUCT papers anneal it
     if algo in SAMPLED:
         assert conf.search.k_policy == 20 and conf.search.k_wide == 0 and conf.search.k_interior == 20
 

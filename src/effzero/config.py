@@ -177,6 +177,7 @@ class SearchConfig:
     dirichlet_alpha: float = 0.3
     dirichlet_fraction: float = 0.25
     temperature: float = 1.0
+    temperature_decay: bool = False  # pUCT self-play: the temperature ×0.5 past 50% and ×0.25 past 75% of the env-step budget (MuZero, EZ-V1)
 
     def __post_init__(self) -> None:
         if self.compile and self.kind != SearchKind.gumbel:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from effzero.config import SearchConfig
-from effzero.data.acting import act, recurrent_fn, search_state, worker_model
+from effzero.data.acting import act, action_temperature, recurrent_fn, search_state, worker_model
 from effzero.envs import EnvSpec
 from effzero.nets import policy as squashed
 from effzero.search import PUCTConfig, QTransform, gumbel_search, puct_search, sampled_puct_search
@@ -161,6 +161,14 @@ def test_the_gumbel_visit_offset_of_the_config_reaches_the_search():
         assert torch.equal(through_config, direct)
         policies.append(through_config)
     assert not torch.allclose(*policies)  # two unvisited actions' v_mix weigh N apart
+
+
+def test_the_puct_temperature_halves_at_half_the_budget_and_halves_again_at_three_quarters():
+    fixed = SearchConfig(kind="puct", temperature=0.8)
+    decaying = dataclasses.replace(fixed, temperature_decay=True)
+    progress = [0.0, 0.49, 0.5, 0.74, 0.75, 1.0]
+    assert [action_temperature(fixed, p) for p in progress] == [0.8] * 6
+    assert [action_temperature(decaying, p) for p in progress] == [0.8, 0.8, 0.4, 0.4, 0.2, 0.2]
 
 
 @pytest.mark.slow  # inductor compiles each search for about a minute on 2 cores

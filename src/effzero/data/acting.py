@@ -252,6 +252,17 @@ def _sampled_search(
     )
 
 
+def action_temperature(cfg: SearchConfig, progress: float) -> float:
+    """The pUCT action temperature at `progress` ∈ [0, 1] of the env-step budget.
+
+    With `temperature_decay`: ×1, then ×0.5 from 50% and ×0.25 from 75% (MuZero's and EZ-V1's
+    schedule over training steps, which the replay-ratio governor keeps in step with env steps).
+    """
+    if not cfg.temperature_decay:
+        return cfg.temperature
+    return cfg.temperature * (1.0 if progress < 0.5 else 0.5 if progress < 0.75 else 0.25)
+
+
 @torch.inference_mode()
 def act(model: nn.Module, obs: Tensor, spec: EnvSpec, cfg: SearchConfig, explore: bool) -> SearchOutput:
     """Initial inference on observations [B, *obs], then the configured search."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from effzero.config import EnvConfig, ModelConfig, SearchConfig
-from effzero.data.acting import act, worker_model
+from effzero.data.acting import act, action_temperature, worker_model
 from effzero.data.environments import env_maker
 from effzero.data.replay import TERMINATED, TRANSITION, TRUNCATED, Replay
 from effzero.data.shared import Counters, EpisodeLog, SharedWeights
@@ -61,7 +61,11 @@ class SelfPlay:
         job, lanes, n = self.job, self.lanes, len(self.lanes)
         self.refresh_weights()
         obs = torch.as_tensor(self.envs.observations)
-        out = act(self.model, obs.to(job.device), job.spec, job.search, explore=True)
+        search = job.search
+        if search.temperature_decay:
+            progress = job.counters.env_steps / job.counters.total
+            search = replace(search, temperature=action_temperature(search, progress))
+        out = act(self.model, obs.to(job.device), job.spec, search, explore=True)
         action = out.action.cpu()
         result = self.envs.step(action.numpy())
         step = job.counters.env_steps + torch.arange(n)  # ids shared by workers that step at once
