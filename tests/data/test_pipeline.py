@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ from effzero.config import TrainConfig, register_schemas
 from effzero.data import pipeline as pipeline_module
 from effzero.data.acting import build_model
 from effzero.data.environments import build_spec
-from effzero.data.pipeline import Pipeline, check_memory
+from effzero.data.pipeline import Pipeline, RankInfo, check_memory
 from tests.data.replay_checks import replay_problems
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -91,6 +92,20 @@ def shm_mappings() -> int:
         except OSError:
             continue
     return maps + fds
+
+
+def test_each_rank_counts_its_own_env_steps_so_the_spans_in_env_steps_divide_by_the_ranks():
+    conf = composed("algo.mixed_t2=5001", "algo.correction_span=3000")
+    spec = build_spec(conf.env)
+    model = build_model(conf.model, spec)
+    one, two = Pipeline(conf, spec, model), Pipeline(conf, spec, model, RankInfo(1, 2))
+    try:
+        assert (one.algo.mixed_t2, one.algo.correction_span) == (5001, 3000)
+        assert (two.algo.mixed_t2, two.algo.correction_span) == (2501, 1500)
+        assert two.counters.total == math.ceil(conf.data.total_env_steps / 2)
+    finally:
+        one.stop()
+        two.stop()
 
 
 def test_a_pipeline_survives_a_killed_worker_and_frees_its_memory_when_stopped():

@@ -9,7 +9,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -116,15 +116,17 @@ class Pipeline:
     SEED_STRIDE = 100_003  # between a worker's incarnations: a prime far above the rank and worker offsets
 
     def __init__(self, run: TrainConfig, spec: EnvSpec, template: nn.Module, rank: RankInfo = RankInfo()):
-        self.env, self.model, self.search, self.algo, self.data = (
-            run.env,
-            run.model,
-            run.search,
-            run.algo,
-            run.data,
-        )
-        self.spec, self.seed, self.rank = spec, run.seed + 1000 * rank.rank, rank
         data, world = run.data, rank.world_size
+        # Transition ids and data ages count this rank's env steps (1 / world of the run's), so
+        # the algorithm's spans in env steps shrink with them: T2's newest transitions, EZ-V1's
+        # correction span.
+        algo = replace(
+            run.algo,
+            mixed_t2=math.ceil(run.algo.mixed_t2 / world),
+            correction_span=math.ceil(run.algo.correction_span / world),
+        )
+        self.env, self.model, self.search, self.algo, self.data = run.env, run.model, run.search, algo, data
+        self.spec, self.seed, self.rank = spec, run.seed + 1000 * rank.rank, rank
         layout = replay_layout(data, run.env, run.algo, spec, world)
         self.batch_size = max(data.batch_size // world, 1)
         batch = batch_layout(run.model, spec, run.search, run.algo, layout, self.batch_size)
