@@ -121,3 +121,13 @@ def test_the_dmc_config_clips_the_models_decoded_values_to_its_bounds():
         model.value_support.to_scalar(logits), torch.tensor([0.0, 2.0]), atol=1e-4, rtol=0
     )
     assert model.reward_support.clip is None  # rewards are not clipped
+
+
+def test_the_configured_episode_cap_reaches_a_dmc_env():
+    from effzero.config import DMCEnvConfig
+    from effzero.data.environments import env_maker
+
+    env = env_maker(DMCEnvConfig(id="walker-walk", domain="walker", task="walk", max_episode_steps=7))(0)
+    env.reset(seed=0)
+    ends = [env.step(np.zeros(6, np.float32))[2:4] for _ in range(7)]
+    assert ends == [(False, False)] * 6 + [(False, True)]  # truncated at the 7th agent step

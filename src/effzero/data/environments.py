@@ -29,8 +29,12 @@ def env_maker(cfg: EnvConfig, train: bool = True, render: bool = False) -> Calla
         from effzero.envs.dmc import make_dmc_env
 
         return lambda index: make_dmc_env(
-            cfg.domain, cfg.task, pixels=cfg.pixels, action_repeat=cfg.action_repeat
-        )
+            cfg.domain,
+            cfg.task,
+            pixels=cfg.pixels,
+            action_repeat=cfg.action_repeat,
+            max_episode_steps=cfg.max_episode_steps,
+        )  # (a DMC env renders whether asked or not)
     return lambda index: make_gym_env(cfg.id, **limit)
 
 
