@@ -63,6 +63,7 @@ class EZAgent(L.LightningModule):
         # swap the snapshot taken at the previous swap becomes the target.
         self.target_state = self._snapshot()
         self.next_target_state = self._snapshot()
+        self.target_step = 0  # the learner step of the last target refresh
         self._clock = (time.monotonic(), 0, 0)
         self.run_config: dict | None = None  # the resolved run config, saved in checkpoints
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -88,10 +89,16 @@ class EZAgent(L.LightningModule):
         self.pipeline.counters.set_updates(step)
         if step % self.data_cfg.selfplay_refresh == 0:
             self.pipeline.weights.publish(self.model.state_dict())
-        if step % self.data_cfg.target_refresh == 0:
-            self.target_state, self.next_target_state = self.next_target_state, self._snapshot()
-            self.pipeline.target_weights.publish(self.target_state)
+        self._refresh_target(step)
         self._log_progress(batch)
+
+    def _refresh_target(self, step: int) -> None:
+        """Once at every `target_refresh`-th step: the snapshot of the last refresh becomes the target."""
+        if step % self.data_cfg.target_refresh != 0 or step == self.target_step:
+            return  # (a skipped update repeats its step: it must not refresh twice)
+        self.target_step = step
+        self.target_state, self.next_target_state = self.next_target_state, self._snapshot()
+        self.pipeline.target_weights.publish(self.target_state)
 
     def _log_progress(self, batch: dict[str, Tensor]) -> None:
         episodes = [s for s in self.pipeline.drain_stats() if s[0] == "episode"]
@@ -269,6 +276,10 @@ class EZAgent(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A stop inside a callback's on_train_batch_end (an evaluation, a checkpoint) comes
+        # before this module's: the step's target refresh happens here then, or the resumed
+        # run, which starts after the step, would never make it.
+        self._refresh_target(self.global_step)
         checkpoint["target_state"] = copy.deepcopy(self.target_state)
         checkpoint["next_target_state"] = copy.deepcopy(self.next_target_state)
         checkpoint["effzero_config"] = self.run_config
@@ -291,3 +302,4 @@ class EZAgent(L.LightningModule):
                 )
         self.target_state = checkpoint["target_state"]
         self.next_target_state = checkpoint["next_target_state"]
+        self.target_step = checkpoint["global_step"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader
 from effzero import checkpointing
 from effzero.callbacks import InterruptCheckpoint, Interrupted
 from effzero.data.pipeline import BatchStream
-from tests.integration.helpers import SMOKE, checkpoints, mlflow_runs, run, start, wait_for
+from tests.integration.helpers import ROOT, SMOKE, checkpoints, environment, mlflow_runs, run, start, wait_for
 
 ENDLESS = ("data.total_env_steps=100000", "trainer.max_steps=100000", "trainer.limit_train_batches=10")
 
@@ -146,6 +148,30 @@ def test_a_signal_ends_the_run_with_exit_0_and_a_checkpoint_that_resumes(tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     newest = max(checkpoints(tmp_path), key=lambda p: p.stat().st_mtime)
     assert torch.load(newest, weights_only=False)["global_step"] == step + 5
+
+
+def test_a_signal_during_an_evaluation_keeps_the_target_refresh_of_its_step(tmp_path):
+    # The evaluation at step 20 runs in a callback's on_train_batch_end, before the agent's,
+    # which refreshes the target network at that step: the stop must not lose the refresh.
+    refresh = ("eval.every=20", "data.target_refresh=20", "data.selfplay_refresh=20", "trainer.max_steps=100")
+    driver = ROOT / "tests" / "integration" / "signal_in_evaluation.py"
+    result = subprocess.run(
+        [sys.executable, str(driver), f"paths.log_dir={tmp_path}", *SMOKE, *refresh, "logger=none"],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = torch.load(
+        next(p for p in checkpoints(tmp_path) if p.name == "interrupted.ckpt"), weights_only=False
+    )
+    assert saved["global_step"] == 20
+    weights = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    # Refreshed: the next target is the snapshot of step 20, the target the one of step 0.
+    assert all(torch.equal(saved["next_target_state"][k], v) for k, v in weights.items())
+    assert not all(torch.equal(saved["target_state"][k], v) for k, v in weights.items())
 
 
 def test_sigkill_while_last_ckpt_is_rewritten_leaves_the_previous_one_whole(tmp_path):
