@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from effzero.agent import EZAgent, lr_factor
@@ -278,3 +279,20 @@ def test_a_samples_future_stacks_share_one_augmentation_and_its_current_stack_ha
     assert torch.equal(draws(future), draws(future[:, :1]).expand(-1, unroll, -1))  # one draw per sample
     assert len(set(draws(future)[:, 0, 0].tolist())) > 1  # samples draw apart
     assert not torch.equal(draws(current), draws(future[:, 0]))  # the current stack draws apart
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_while_the_setting_is_off_and_names_it_if_not():
+    agent = EZAgent(SMALL, AlgoConfig(), OptimConfig(), DataConfig(), SPEC)
+    old = {"env": {"id": "walker-walk"}, "model": {"hidden": 16}}  # written before env.value_bounds
+    checkpoint = {
+        "effzero_config": old,
+        "target_state": agent.target_state,
+        "next_target_state": agent.next_target_state,
+        "global_step": 40,
+    }
+    agent.run_config = {"env": {"id": "walker-walk", "value_bounds": None}, "model": {"hidden": 16}}
+    agent.on_load_checkpoint(checkpoint)
+    assert agent.target_step == 40
+    agent.run_config["env"]["value_bounds"] = [0.0, 1e5]
+    with pytest.raises(ValueError, match=r"other env settings \(env\.value_bounds differ\)"):
+        agent.on_load_checkpoint(checkpoint)

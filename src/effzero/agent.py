@@ -290,12 +290,12 @@ class EZAgent(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("effzero_config") or {}
         for group in ("env", "model"):
-            if self.run_config is not None and saved.get(group) != self.run_config.get(group):
-                differ = sorted(
-                    k
-                    for k in set(saved.get(group, {})) | set(self.run_config[group])
-                    if saved.get(group, {}).get(k) != self.run_config[group].get(k)
-                )
+            if self.run_config is None:
+                break
+            then, now = saved.get(group, {}), self.run_config[group]
+            # A setting newer than the checkpoint compares as None: off, as the code that wrote it ran.
+            differ = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+            if differ:
                 raise ValueError(
                     f"the checkpoint was trained with other {group} settings ({', '.join(f'{group}.{k}' for k in differ)}"
                     f" differ); resume with the run's own config or start a new run"

@@ -255,6 +255,13 @@ class DataConfig:
     # (a worker compiling its search, search.compile=true, beats from a thread meanwhile)
     synchronous: bool = False  # collect and reanalyse in the learner's process: reproducible, slower
 
+    def __post_init__(self) -> None:
+        for name in ("selfplay_workers", "reanalyse_workers", "selfplay_refresh", "target_refresh"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"data.{name}={getattr(self, name)} must be at least 1; set data.{name}=1 or more"
+                )
+
 
 @dataclass
 class EvalConfig:
@@ -264,6 +271,13 @@ class EvalConfig:
     episodes: int = 10
     max_episode_steps: int | None = None  # None = the env's own limit
     video: bool = False
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(
+                f"eval.episodes={self.episodes} must be at least 1 (every run ends with an evaluation); "
+                "eval.every=0 evaluates only at the end"
+            )
 
 
 @dataclass

@@ -41,6 +41,8 @@ def assert_one_clear_message(result: subprocess.CompletedProcess, *expected: str
         (("algo=muzeroo",), "Could not find 'algo/muzeroo'"),
         (("algo=muzero", "search.compile=true"), "search.compile=true needs search.kind=gumbel"),
         (("env.value_bounds=[1,0]",), "must be [low, high] with low < high, e.g. env.value_bounds=[0,1e5]"),
+        (("data.reanalyse_workers=0",), "data.reanalyse_workers=0 must be at least 1"),
+        (("eval.episodes=0",), "eval.episodes=0 must be at least 1"),
     ],
 )
 def test_bad_input_gets_one_clear_message(tmp_path, overrides, expected):
