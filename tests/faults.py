@@ -75,4 +75,11 @@ class HangingOnceCartPole(OnceCartPole):
 
 gym.register("ExplodingCartPole-v0", entry_point=ExplodingCartPole, max_episode_steps=500)
 gym.register("ExplodingOnceCartPole-v0", entry_point=ExplodingOnceCartPole, max_episode_steps=500)
+# Late: at its 60th step, past the smoke config's first updates (200 transitions) on each of 2 ranks.
+gym.register(
+    "ExplodingLateOnceCartPole-v0",
+    entry_point=ExplodingOnceCartPole,
+    kwargs={"fault_after": 60},
+    max_episode_steps=500,
+)
 gym.register("HangingOnceCartPole-v0", entry_point=HangingOnceCartPole, max_episode_steps=500)

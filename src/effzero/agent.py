@@ -141,7 +141,11 @@ class EZAgent(L.LightningModule):
         # (a step skipped later, for its gradient, is counted from the next step on)
         self.log("train/nonfinite_steps", float(self.nonfinite_steps), on_step=True)
         if not finite:
-            return None  # Lightning then skips backward and the optimiser step
+            if self.trainer.world_size == 1:
+                return None  # Lightning then skips backward and the optimiser step
+            # DDP cannot skip a step on one rank (the others wait in its gradient all-reduce):
+            # this rank contributes zero gradients to it instead.
+            return sum(p.sum() for p in self.model.parameters()) * 0.0
         with torch.no_grad():
             priority = (value0 - batch["value"][:, 0]).abs() + 1e-6
             self.pipeline.update_priorities(batch["lane"], batch["slot"], priority)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -12,12 +13,15 @@ import gymnasium as gym
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from effzero.config import SearchConfig
 from effzero.data.evaluate import EvalResult, evaluate
 from effzero.data.pipeline import BatchStream
 from effzero.data.selfplay import SelfPlay
 from effzero.envs import EnvSpec
+
+log = logging.getLogger(__name__)
 
 
 class Evaluation(L.Callback):
@@ -185,6 +189,18 @@ class InterruptCheckpoint(L.Callback):
             return  # the error came while restoring a checkpoint, or after the last one was written
         if self.signal is None and trainer.global_step == 0:
             return  # an error before the first update: nothing worth resuming from
+        if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
+            # Writing one gathers every rank's replay shard, and the other ranks are elsewhere
+            # (in a collective of their own): they would wait for each other for ever. Only
+            # Lightning's SIGTERM stop, which the ranks agree on at a step, writes one.
+            log.error(
+                "rank %d stopped by %s: %s\nA DDP run writes interrupted.ckpt only when stopped by SIGTERM "
+                "(all ranks at the same step): resume from the last periodic checkpoint, last.ckpt",
+                trainer.global_rank,
+                type(exception).__name__,
+                exception,
+            )
+            return
         path = os.path.join(self.dirpath, "interrupted.ckpt")
         self._saving = True
         try:

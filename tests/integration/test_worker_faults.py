@@ -114,6 +114,29 @@ def test_failures_past_the_restart_budget_stop_the_run_with_the_traceback(tmp_pa
     assert time.monotonic() - began < 150
 
 
+def test_a_ddp_rank_whose_worker_dies_for_good_ends_the_run_instead_of_waiting(tmp_path, monkeypatch):
+    # One rank stops mid-run; the other is in a collective of its own. Writing a checkpoint
+    # would gather both ranks' replay shards, and the two would wait for each other for ever.
+    monkeypatch.setenv(FAULT_FILE, str(tmp_path / "fault"))
+    ddp = ("trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
+    began = time.monotonic()
+    result = run(
+        "train",
+        tmp_path,
+        *SMOKE,
+        *ddp,
+        "env.id=tests.faults:ExplodingLateOnceCartPole-v0",
+        "data.max_worker_restarts=0",
+        timeout=300,
+    )
+    assert result.returncode != 0
+    log = "".join(p.read_text() for p in tmp_path.glob("debug/runs/*/*.log"))  # every rank's
+    assert re.search(r"rank (\d) stopped by WorkerDied: worker 'selfplay-\1-0' died", log)  # either rank's
+    assert "ExplodingOnceCartPole: injected fault" in log
+    assert "resume from the last periodic checkpoint" in log
+    assert time.monotonic() - began < 240
+
+
 def test_a_hung_worker_is_detected_within_its_timeout_and_restarted(tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_FILE, str(tmp_path / "fault"))
     result = run(
