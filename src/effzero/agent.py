@@ -261,6 +261,19 @@ class EZAgent(L.LightningModule):
 
     # ------------------------------------------------------------------ optimiser
 
+    def on_train_start(self) -> None:
+        """The optimiser's settings come from the config, also when resumed: a checkpoint restores
+        its moments and step, and with them the rate and decay it ran with, which would
+        silently override a changed `optim.lr` (the remedy the non-finite-loss message gives)."""
+        cfg, scheduler = self.optim_cfg, self.lr_schedulers()
+        groups = self.optimizers().param_groups
+        for group in groups:
+            group["initial_lr"], group["weight_decay"] = cfg.lr, cfg.weight_decay
+            group["lr"] = cfg.lr * lr_factor(scheduler.last_epoch, cfg)
+            if "momentum" in group:
+                group["momentum"] = cfg.momentum
+        scheduler.base_lrs = [cfg.lr] * len(groups)
+
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optim_cfg
         params = self.model.parameters()

@@ -41,7 +41,10 @@ def test_resume_restores_weights_counters_and_replay(tmp_path):
     replay = saved["ReplayDataModule"]["shards"][0]["replay"]
     assert env_steps >= 500 and int(replay["written"].sum()) >= env_steps  # final-observation slots too
 
-    second = run("train", tmp_path, *SMOKE, *budget, "trainer.max_steps=60", f"ckpt_path={last}")
+    # A changed learning rate takes effect: the checkpoint's optimiser does not override it.
+    second = run(
+        "train", tmp_path, *SMOKE, *budget, "trainer.max_steps=60", "optim.lr=0.0005", f"ckpt_path={last}"
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     latest = max(
         checkpoints(tmp_path),
@@ -49,6 +52,8 @@ def test_resume_restores_weights_counters_and_replay(tmp_path):
     )
     resumed = torch.load(latest, weights_only=False)
     assert resumed["global_step"] == 60
+    assert resumed["lr_schedulers"][0]["base_lrs"] == [0.0005]
+    assert resumed["optimizer_states"][0]["param_groups"][0]["initial_lr"] == 0.0005
     # Collection continued from the saved count, and the old transitions are still there: the
     # episodes the checkpoint cut end there (a lone first observation is dropped, else the last
     # observation becomes the final one), and the new episodes start after them.
