@@ -40,12 +40,18 @@ def max_steps(conf: TrainConfig) -> int:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the agent described by `cfg`; return the final metrics."""
     conf: TrainConfig = OmegaConf.to_object(cfg)
+    resume: tuple[str, int] | None = None  # (MLflow run id, step) of the checkpoint resumed
     if conf.ckpt_path is not None:
         if not os.path.isfile(conf.ckpt_path):
             raise FileNotFoundError(
                 f"ckpt_path={conf.ckpt_path} does not exist; checkpoints are under logs/train/runs/<run>/checkpoints/"
             )
         checkpointing.verify(conf.ckpt_path)  # before any worker starts
+        # mmap: the run's MLflow id and step, without reading the replay into memory
+        saved = torch.load(conf.ckpt_path, map_location="cpu", mmap=True, weights_only=False)
+        if saved.get("mlflow_run_id"):
+            resume = (saved["mlflow_run_id"], int(saved["global_step"]))
+        del saved
         # Lightning warns on resuming mid-epoch with a dataloader that has no state; the stream is
         # endless (an epoch is only a checkpoint interval) and its state, the replay, is in the checkpoint.
         warnings.filterwarnings(
@@ -74,7 +80,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         conf.seed + 10_000,
     )
     callbacks = [instantiate(c) for c in (conf.callbacks or {}).values()] + [evaluation]
-    loggers = connect_loggers(list((conf.logger or {}).values()), _loggable(cfg), conf.tracking_wait_s)
+    loggers = connect_loggers(
+        list((conf.logger or {}).values()), _loggable(cfg), conf.tracking_wait_s, resume
+    )
     trainer: L.Trainer = instantiate(
         conf.trainer,
         callbacks=callbacks,
@@ -107,8 +115,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def connect_loggers(configs: list[Any], params: dict[str, Any], wait_s: float) -> list[Logger]:
+def connect_loggers(
+    configs: list[Any], params: dict[str, Any], wait_s: float, resume: tuple[str, int] | None = None
+) -> list[Logger]:
     """Build the loggers and open their runs, waiting up to `wait_s` for a locked MLflow database.
+
+    `resume`: the (run id, step) of a resumed checkpoint, whose MLflow run then continues (its
+    curves go on at the step), if this store holds it; else a new run starts.
 
     SQLite lets one writer at a time: another run starting, or `mlflow gc`, holds the lock for
     moments, so waiting is what a user wants; a lock held for longer is a stuck process, and
@@ -117,10 +130,7 @@ def connect_loggers(configs: list[Any], params: dict[str, Any], wait_s: float) -
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            loggers = [instantiate(c) for c in configs]
-            for logger in loggers:
-                logger.log_hyperparams(params)  # creates the MLflow experiment and run now
-            return loggers
+            return [_open_logger(c, params, resume) for c in configs]
         except Exception as error:
             if not is_locked_database(error):
                 raise
@@ -133,6 +143,31 @@ def connect_loggers(configs: list[Any], params: dict[str, Any], wait_s: float) -
                 ) from None
             log.warning("the MLflow database is locked by another process; retrying (up to %.0f s)", wait_s)
             time.sleep(min(2.0, wait_s))
+
+
+def _open_logger(config: Any, params: dict[str, Any], resume: tuple[str, int] | None) -> Logger:
+    """A logger with its run open: the resumed checkpoint's MLflow run, else a new one."""
+    if resume is not None and str(config.get("_target_", "")).endswith("MLFlowLogger"):
+        run_id, step = resume
+        logger = instantiate(config, run_id=run_id)
+        try:
+            client = logger.experiment  # (on ranks other than 0, a stand-in)
+            if logger.run_id is not None:
+                client.update_run(run_id, status="RUNNING")
+                earlier = client.get_run(run_id).data.tags.get("resumed_at_steps")
+                client.set_tag(run_id, "resumed_at_steps", f"{earlier},{step}" if earlier else str(step))
+            return logger
+        except Exception as error:
+            if is_locked_database(error):
+                raise
+            log.warning(
+                "the checkpoint's MLflow run %s is not in %s; logging to a new run",
+                run_id,
+                config.tracking_uri,
+            )
+    logger = instantiate(config)
+    logger.log_hyperparams(params)  # creates the MLflow experiment and run now
+    return logger
 
 
 def _loggable(cfg: DictConfig) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 A random policy scores about 20. The run collects and reanalyses in lock-step
 (`data.synchronous=true`), so its result is a function of the seed and the code, not of the
 machine's load: with asynchronous workers the same seed scored anywhere from 90 to 460, and
-a test of that could fail without a cause. With 3,000 env steps (1,250 updates) seeds 0 / 1 / 2
-reach 128 / 440 / 249 (seed 0 gave the same 128.4 again with two other runs beside it); the
-bar of 100 fails if learning breaks.
+a test of that could fail without a cause. With 3,000 env steps (1,250 updates) seeds 0 / 1 / 2 / 3
+reach 126 / 88 / 132 / 127 (2026-11-22, after the EZ-V2 fidelity fixes; before them 128 / 440 /
+249 for seeds 0-2); the bar of 100 fails if learning breaks.
 """
 
 from tests.integration.helpers import mlflow_runs, run

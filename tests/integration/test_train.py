@@ -65,10 +65,12 @@ def test_resume_restores_weights_counters_and_replay(tmp_path):
         assert torch.equal(replay["obs"][lane, :kept], after["obs"][lane, :kept])
         if start < count - 1 and count < after["kind"].shape[1]:  # a cut episode, the lane not wrapped
             assert int(after["kind"][lane, count - 1]) == FINAL and int(after["start"][lane, count]) == count
-    # The MLflow curves of the second run continue at the resumed step.
+    # The resumed run goes on in the same MLflow run: one curve, before and after step 30.
     client, runs = mlflow_runs(tmp_path)
-    steps = [m.step for m in client.get_metric_history(runs[-1].info.run_id, "loss/total")]
-    assert min(steps) >= 30
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/total")]
+    assert min(steps) < 30 < max(steps) and max(steps) <= 60
+    assert client.get_run(runs[0].info.run_id).data.tags["resumed_at_steps"] == "30"
 
 
 def test_eval_script_replays_a_checkpoint_and_logs_a_video(tmp_path):
