@@ -327,7 +327,9 @@ class Replay:
             if state[name].shape != target.shape:
                 raise ValueError(
                     f"replay checkpoint does not fit this run: {name} has shape {tuple(state[name].shape)}, "
-                    f"this run's replay {tuple(target.shape)} (resume with the same env, model and data settings)"
+                    f"this run's replay {tuple(target.shape)}. Lanes (the first size) come from "
+                    "data.selfplay_workers × env.num_envs, slots per lane (the second) from data.capacity "
+                    "or data.total_env_steps, the rest from the env and model: resume with the run's own settings"
                 )
             target.copy_(state[name])
 
