@@ -163,7 +163,7 @@ def _open_logger(config: Any, params: dict[str, Any], resume: tuple[str, int] | 
             log.warning(
                 "the checkpoint's MLflow run %s is not in %s; logging to a new run",
                 run_id,
-                config.tracking_uri,
+                config.get("tracking_uri"),
             )
     logger = instantiate(config)
     logger.log_hyperparams(params)  # creates the MLflow experiment and run now
