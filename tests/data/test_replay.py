@@ -113,12 +113,17 @@ def test_new_data_enters_at_the_largest_priority_the_replay_holds_now():
     replay.update_priorities(torch.tensor([0, 0]), torch.tensor([0, 1]), torch.tensor([7.0, 2.0]))
     write(replay, 1, 1)
     assert replay.priority[1, 0].item() == 7.0
-    replay.end_episodes(torch.tensor([0]), torch.zeros(1, 2), torch.tensor([2]))  # a final slot at 7
+    # Final slots are never sampled, so they hold no priority: the one an episode's end writes
+    # and the one a repair makes of the last slot of an unfinished episode (lane 1, slot 1).
+    replay.end_episodes(torch.tensor([0]), torch.zeros(1, 2), torch.tensor([2]))
+    write(replay, 1, 1)
+    replay.recover([1])
+    assert replay.priority[0, 2].item() == replay.priority[1, 1].item() == 0.0
     # The errors shrink: so does the largest priority held, and a new slot's with it.
     lanes, slots = torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0])
     replay.update_priorities(lanes, slots, torch.tensor([0.5, 0.25, 0.125]))
     write(replay, 1, 1)
-    assert replay.priority[1, 1].item() == 0.5
+    assert replay.priority[1, 2].item() == 0.5
 
 
 def test_too_few_sampleable_slots_is_an_error():

@@ -129,11 +129,13 @@ class Replay:
         self.sampleable[lanes, slot] = False
         # Its old frame was in the stacks of the S − 1 slots after it: those of them whose
         # episode began at or before it can no longer be read back whole.
-        overwritten = position - length
-        for k in range(1, stack):
-            later = (slot + k) % length
-            broken = (overwritten >= 0) & (self.start[lanes, later] <= overwritten)
-            self.sampleable[lanes[broken], later[broken]] = False
+        overwritten = position - length  # < 0 until the lane's ring has wrapped
+        wrapped = overwritten >= 0
+        if stack > 1 and bool(wrapped.any()):
+            for k in range(1, stack):
+                later = (slot + k) % length
+                broken = wrapped & (self.start[lanes, later] <= overwritten)
+                self.sampleable[lanes[broken], later[broken]] = False
         frame = obs if self.layout.frame_stack == 1 else obs[:, -self.layout.frame_shape[0] :]
         self.obs[lanes, slot] = frame.to(self.obs.dtype)
         self.start[lanes, slot] = self.episode_start[lanes]
@@ -143,7 +145,7 @@ class Replay:
         self.root_value[lanes, slot] = root_value.float()
         self.policy[lanes, slot] = policy.float()
         self.step[lanes, slot] = step
-        self.priority[lanes, slot] = self.max_priority
+        self.priority[lanes, slot] = self.max_priority * (kind != FINAL)  # a final slot is never sampled
         # The slot `window` steps back now has a complete window, if it is in an episode.
         back = position - self.layout.window
         ok = back >= self.episode_start[lanes]
@@ -230,6 +232,7 @@ class Replay:
             self.reward[lane, slot] = 0.0
             self.root_value[lane, slot] = 0.0
             self.policy[lane, slot] = 0.0
+            self.priority[lane, slot] = 0.0
             # As in `end_episodes`: the windows still open now end at the cut.
             self._set_sampleable(lane, range(max(start, last - self.layout.window), last), True)
             self.episode_start[lane] = written
@@ -307,11 +310,10 @@ class Replay:
 
         New slots enter at the largest priority the replay holds now, as EZ-V2's buffer does:
         it falls as the errors shrink (the largest ever seen would pin every new slot to one
-        early outlier). Final observations are never sampled and do not count.
+        early outlier). Final observations hold priority 0, so they do not count.
         """
         self.priority[lanes, slots] = priorities.float()
-        held = torch.where(self.kind == FINAL, 0.0, self.priority).max()
-        self.max_priority.copy_(held.view(1))
+        self.max_priority.copy_(self.priority.max().view(1))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -332,6 +334,7 @@ class Replay:
                     "or data.total_env_steps, the rest from the env and model: resume with the run's own settings"
                 )
             target.copy_(state[name])
+        self.priority[self.kind == FINAL] = 0.0  # checkpoints from before final slots held none
 
     @staticmethod
     def _tensor_names() -> tuple[str, ...]:
