@@ -158,7 +158,7 @@ def _open_logger(config: Any, params: dict[str, Any], resume: tuple[str, int] | 
                 client.set_tag(run_id, "resumed_at_steps", f"{earlier},{step}" if earlier else str(step))
             return logger
         except Exception as error:
-            if is_locked_database(error):
+            if getattr(error, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":  # MLflow: no such run
                 raise
             log.warning(
                 "the checkpoint's MLflow run %s is not in %s; logging to a new run",
