@@ -32,6 +32,11 @@ class SearchKind(str, Enum):
     puct = "puct"
 
 
+class UnvisitedQ(str, Enum):
+    parent_mean = "parent_mean"
+    zero = "zero"
+
+
 class ValueTarget(str, Enum):
     td = "td"
     sve = "sve"
@@ -174,6 +179,7 @@ class SearchConfig:
     # pUCT (MuZero, EfficientZero V1)
     c1: float = 1.25
     c2: float = 19652.0
+    unvisited_q: UnvisitedQ = UnvisitedQ.parent_mean  # an unvisited child's Q: parent_mean (EfficientZero's chained mean) | zero (MuZero's pseudocode: q̂ = 0)
     dirichlet_alpha: float = 0.3
     dirichlet_fraction: float = 0.25
     temperature: float = 1.0

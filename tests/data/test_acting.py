@@ -132,6 +132,10 @@ def test_the_puct_constants_of_the_config_reach_the_search(action):
     other, other_direct = visits(changed, PUCTConfig(0.1, 1.0, 0.5))
     assert torch.equal(default, default_direct) and torch.equal(other, other_direct)
     assert not torch.equal(default, other)
+    pessimistic, pessimistic_direct = visits(
+        dataclasses.replace(base, unvisited_q="zero"), PUCTConfig(unvisited_q="zero")
+    )
+    assert torch.equal(pessimistic, pessimistic_direct) and not torch.equal(default, pessimistic)
 
 
 def test_the_gumbel_visit_offset_of_the_config_reaches_the_search():

@@ -205,10 +205,18 @@ def reference_gumbel(
 # ---------------------------------------------------------------- pUCT
 
 
-def puct_select(tree: ReferenceTree, node: Node, c1=1.25, c2=19652.0) -> int:
+def stand_in_q(tree: ReferenceTree, node: Node, parent_stand_in: float | None) -> float:
+    """EfficientZero's Q for unvisited children: the visited children's mean at the root
+    (0 with none), below it averaged with the parent's stand-in as one more entry."""
+    qs = [node.child_q(a, tree.discount) for a in node.children]
+    if parent_stand_in is None:
+        return sum(qs) / len(qs) if qs else 0.0
+    return (parent_stand_in + sum(qs)) / (len(qs) + 1)
+
+
+def puct_select(tree: ReferenceTree, node: Node, stand_in: float | None, c1=1.25, c2=19652.0) -> int:
+    """stand_in: Q of unvisited children; None scores them 0 after normalisation (MuZero)."""
     prior = node.prior
-    visited = list(node.children)
-    fill = (node.value + sum(node.child_q(a, tree.discount) for a in visited)) / (1 + len(visited))
     n_parent = node.visits
     c = c1 + math.log((n_parent + c2 + 1) / c2)
     scores = []
@@ -216,10 +224,26 @@ def puct_select(tree: ReferenceTree, node: Node, c1=1.25, c2=19652.0) -> int:
         if node.logits[a] == -INF:
             scores.append(-INF)
             continue
-        q = node.child_q(a, tree.discount) if a in node.children else fill
+        if a in node.children:
+            q_hat = tree.minmax.normalize(node.child_q(a, tree.discount))
+        else:
+            q_hat = 0.0 if stand_in is None else tree.minmax.normalize(stand_in)
         u = prior[a] * math.sqrt(n_parent) / (1 + node.child_visits(a)) * c
-        scores.append(tree.minmax.normalize(q) + u)
+        scores.append(q_hat + u)
     return argmax(scores)
+
+
+def path_select(tree: ReferenceTree, unvisited_q: str):
+    """pUCT selection for the nodes of one path, called root first."""
+    chain: list[float] = []  # the stand-ins along the path so far
+
+    def select(node: Node) -> int:
+        if unvisited_q == "zero":
+            return puct_select(tree, node, None)
+        chain.append(stand_in_q(tree, node, chain[-1] if chain else None))
+        return puct_select(tree, node, chain[-1])
+
+    return select
 
 
 def edge_minmax(tree: ReferenceTree) -> MinMax:
@@ -233,12 +257,24 @@ def edge_minmax(tree: ReferenceTree) -> MinMax:
     return stats
 
 
-def reference_puct(logits, value, state, fn, n, discount, expand=None, actions=None, min_spread=0.01):
+def reference_puct(
+    logits,
+    value,
+    state,
+    fn,
+    n,
+    discount,
+    expand=None,
+    actions=None,
+    min_spread=0.01,
+    unvisited_q="parent_mean",
+):
     """One root with its (already noised) prior logits: returns (visit counts, root value)."""
     root = Node(logits=list(logits), state=state, visits=1, value_sum=float(value), actions=actions)
     expand = expand or (lambda policy: ([float(x) for x in policy[0]], None))
     tree = ReferenceTree(root, fn, discount, min_spread, expand)
     for _ in range(n):
-        tree.simulate(puct_select(tree, root), lambda node: puct_select(tree, node))
+        select = path_select(tree, unvisited_q)
+        tree.simulate(select(root), select)
         tree.minmax = edge_minmax(tree)  # replaces the sampled returns `simulate` fed it
     return [root.child_visits(a) for a in range(len(logits))], root.value

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from effzero.search import sampled_gumbel_search, sampled_puct_search
+from effzero.search import PUCTConfig, sampled_gumbel_search, sampled_puct_search
 from tests.search.models import ContinuousToy
 from tests.search.reference import reference_gumbel, reference_puct
 
@@ -76,7 +76,8 @@ def test_sampled_gumbel_without_noise_visits_the_schedule():
 
 
 @pytest.mark.parametrize(("k_policy", "k_wide"), [(6, 0), (4, 4)])
-def test_sampled_puct_matches_reference(k_policy, k_wide):
+@pytest.mark.parametrize("unvisited_q", ["parent_mean", "zero"])
+def test_sampled_puct_matches_reference(k_policy, k_wide, unvisited_q):
     batch, n, k_interior = 4, 20, 3
     model = ContinuousToy(seed=5)
     policy, value, latent = model.root(batch, seed=3)
@@ -97,6 +98,7 @@ def test_sampled_puct_matches_reference(k_policy, k_wide):
         discount=GAMMA,
         noise=noise,
         temperature=0.0,
+        config=PUCTConfig(unvisited_q=unvisited_q),
     )
     cands = candidates(model, policy, k_policy, k_wide)
     # The β̂/β-corrected prior, computed from the densities directly.
@@ -119,6 +121,7 @@ def test_sampled_puct_matches_reference(k_policy, k_wide):
             GAMMA,
             expand=expand_fn(model, k_interior, slots),
             actions=root_actions,
+            unvisited_q=unvisited_q,
         )
         assert out.visit_counts[b].tolist() == visits[:k]
         assert out.root_value[b].item() == pytest.approx(root_value, abs=1e-9)

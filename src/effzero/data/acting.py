@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from effzero.config import ImageModelConfig, ModelConfig, SearchConfig, SupportConfig
+from effzero.config import ImageModelConfig, ModelConfig, SearchConfig, SupportConfig, UnvisitedQ
 from effzero.envs import EnvSpec
 from effzero.nets import ImageWorldModel, ProprioWorldModel, Support
 from effzero.nets import policy as squashed
@@ -191,7 +191,7 @@ def search_roots(
             dirichlet_alpha=cfg.dirichlet_alpha,
             dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
             temperature=cfg.temperature if explore else 0.0,
-            config=PUCTConfig(cfg.c1, cfg.c2, cfg.min_spread),
+            config=puct_config(cfg),
         )
     raise ValueError(f"search.kind={cfg.kind!r} is not known; valid: gumbel, puct")
 
@@ -247,9 +247,14 @@ def _sampled_search(
         dirichlet_alpha=cfg.dirichlet_alpha,
         dirichlet_fraction=cfg.dirichlet_fraction if explore else 0.0,
         temperature=cfg.temperature if explore else 0.0,
-        config=PUCTConfig(cfg.c1, cfg.c2, cfg.min_spread),
+        config=puct_config(cfg),
         **common,
     )
+
+
+def puct_config(cfg: SearchConfig) -> PUCTConfig:
+    """The pUCT settings of `cfg`."""
+    return PUCTConfig(cfg.c1, cfg.c2, cfg.min_spread, UnvisitedQ(cfg.unvisited_q).value)
 
 
 def action_temperature(cfg: SearchConfig, progress: float) -> float:

@@ -4,9 +4,14 @@ Every node, the root included, takes the child maximising
     q̂(a) + P(a) · √N(s) / (1 + N(a)) · (c1 + log((N(s) + c2 + 1) / c2)),
 with N(s) the node's own visits (its expansion counted, so the prior acts at fresh nodes),
 q̂ = Q min-max normalised over the current Q of every edge in the tree (EfficientZero V1's
-`update_tree_q`, recomputed after each simulation), and an unvisited child's Q the mean of the
-node's value and its visited children's Q (EfficientZero V1 chains the parent's mean instead
-of the node's value). Ties go to the lowest slot.
+`update_tree_q`, recomputed after each simulation), clamped to [0, 1]. Ties go to the lowest
+slot. An unvisited child has no Q; `PUCTConfig.unvisited_q` says what stands in for it:
+
+- `parent_mean` (EfficientZero's tree, also LightZero's): the mean of the visited children's
+  Q and, below the root, the mean that stood in at the parent, chained down the path
+      m(root) = ΣQ(visited) / n (0 if n = 0),   m(s) = (m(parent) + ΣQ(visited)) / (n + 1);
+- `zero` (MuZero's pseudocode): q̂ = 0, the lowest score, so only the prior term draws an
+  unvisited child.
 The policy target is the root's visit distribution; the action is drawn from it with a
 temperature (0 = the most visited).
 """
@@ -14,6 +19,7 @@ temperature (0 = the most visited).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -22,35 +28,85 @@ from effzero.search.gumbel import draw_candidates, search_dtype
 from effzero.search.tree import ChildPriorsFn, Tree, init_tree, simulate
 from effzero.search.types import LogProbFn, RecurrentFn, SampleFn, SearchOutput, State
 
+UnvisitedQ = Literal["parent_mean", "zero"]
+
 
 @dataclass(frozen=True)
 class PUCTConfig:
-    """pUCT constants (MuZero: 1.25, 19652) and the min spread of the Q normalisation."""
+    """pUCT constants (MuZero: 1.25, 19652), the min spread of the Q normalisation, and what
+    stands in for an unvisited child's Q (see the module docstring)."""
 
     c1: float = 1.25
     c2: float = 19652.0
     min_spread: float = 0.01
+    unvisited_q: UnvisitedQ = "parent_mean"
+
+    def __post_init__(self) -> None:
+        if self.unvisited_q not in get_args(UnvisitedQ):
+            raise ValueError(f"unvisited_q={self.unvisited_q!r} is not known; valid: parent_mean, zero")
 
 
-def puct_score(tree: Tree, node: Tensor, cfg: PUCTConfig) -> Tensor:
-    """The pUCT score of the children of `node` [B, k] -> [B, k, C]."""
+def chained_mean_q(tree: Tree, node: Tensor, parent_mean: Tensor | None) -> Tensor:
+    """EfficientZero's stand-in Q for the unvisited children of `node` [B, k] -> [B, k].
+
+    Args:
+        parent_mean: [B, k] the stand-in computed at each node's parent on its path; None at
+            the root.
+    """
+    visits, q = tree.children_stats(node)
+    visited = visits.clamp(max=1.0).sum(-1)
+    total = q.sum(-1)  # unvisited children point at the sentinel, whose Q is 0
+    if parent_mean is None:
+        return torch.where(visited > 0, total / visited.clamp(min=1.0), torch.zeros_like(total))
+    return (parent_mean + total) / (visited + 1)
+
+
+def puct_score(tree: Tree, node: Tensor, cfg: PUCTConfig, fill: Tensor | None = None) -> Tensor:
+    """The pUCT score of the children of `node` [B, k] -> [B, k, C].
+
+    Args:
+        fill: [B, k] the stand-in Q of unvisited children (`chained_mean_q`); None scores
+            them q̂ = 0 (`unvisited_q="zero"`).
+    """
     visits, q = tree.children_stats(node)
     visited = visits.clamp(max=1.0)  # float mask: boolean selects are slow on CPU
-    fill = (tree.value.gather(1, node)[..., None] + q.sum(-1, keepdim=True)) / (
-        1 + visited.sum(-1, keepdim=True)
-    )
-    q_hat = tree.normalize(torch.lerp(fill, q, visited))
+    if fill is None:
+        q_hat = tree.normalize(q) * visited
+    else:
+        q_hat = tree.normalize(torch.lerp(fill[..., None], q, visited))
     n_parent = tree.visits.gather(1, node)[..., None]
     c = cfg.c1 + torch.log((n_parent + cfg.c2 + 1) / cfg.c2)
     return q_hat + tree.node_rows(tree.prior, node) * n_parent.sqrt() / (1 + visits) * c
 
 
-def puct_select(tree: Tree, node: Tensor, cfg: PUCTConfig) -> Tensor:
-    """argmax of the pUCT score over the children of interior nodes `node` [B, k] -> [B, k]."""
-    score = puct_score(tree, node, cfg)
-    if tree.interior_bias is not None:
-        score = score + tree.interior_bias
-    return score.max(-1).indices
+class PathSelector:
+    """pUCT selection along one round's paths, carrying the chained stand-in Q down them.
+
+    `root_slot` starts a round; `traverse` then calls the selector once per level, in order.
+    """
+
+    def __init__(self, cfg: PUCTConfig):
+        self.cfg = cfg
+        self.fill: Tensor | None = None  # [B, k] the stand-in at the last node selected from
+
+    def _next_fill(self, tree: Tree, node: Tensor, parent_fill: Tensor | None) -> Tensor | None:
+        if self.cfg.unvisited_q == "zero":
+            return None
+        return chained_mean_q(tree, node, parent_fill)
+
+    def root_slot(self, tree: Tree) -> Tensor:
+        """The child slot taken at each root [B, 1]."""
+        self.fill = self._next_fill(tree, tree.roots, None)
+        score = puct_score(tree, tree.roots, self.cfg, self.fill) + tree.root_bias[:, None]
+        return score.max(-1).indices
+
+    def __call__(self, tree: Tree, node: Tensor) -> Tensor:
+        """The child slot taken at interior nodes `node` [B, k] -> [B, k]."""
+        self.fill = self._next_fill(tree, node, self.fill)
+        score = puct_score(tree, node, self.cfg, self.fill)
+        if tree.interior_bias is not None:
+            score = score + tree.interior_bias
+        return score.max(-1).indices
 
 
 def draw_dirichlet(alpha: float, valid: Tensor, dtype: torch.dtype) -> Tensor:
@@ -74,13 +130,9 @@ def _run(
     tree: Tree, num_simulations: int, recurrent_fn: RecurrentFn, child_priors: ChildPriorsFn, cfg: PUCTConfig
 ) -> Tensor:
     """Run the simulations; return the root children's visits [B, C]."""
-
-    def select(t: Tree, node: Tensor) -> Tensor:
-        return puct_select(t, node, cfg)
-
     for simulation in range(num_simulations):
-        root_slot = (puct_score(tree, tree.roots, cfg) + tree.root_bias[:, None]).max(-1).indices
-        simulate(tree, simulation, root_slot, select, recurrent_fn, child_priors)
+        select = PathSelector(cfg)
+        simulate(tree, simulation, select.root_slot(tree), select, recurrent_fn, child_priors)
         tree_q_bounds(tree, simulation + 1)
     return tree.visits.gather(1, tree.children[:, 0])
 
