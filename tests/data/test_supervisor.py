@@ -6,6 +6,7 @@ Real spawned processes with small stand-in targets: the model is beside the poin
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -105,6 +106,23 @@ def test_a_crashed_worker_is_repaired_and_restarted_with_its_cause_logged(caplog
     finally:
         supervisor.stop()
     assert supervisor.directory is None
+
+
+def test_stop_signals_to_every_process_leave_the_workers_to_the_learner():
+    # Ctrl-C in a terminal and a scheduler's SIGTERM reach the workers too; the learner decides.
+    supervisor, _, repairs = supervise(_runs)
+    supervisor.start()
+    process = supervisor.workers[0].process
+    try:
+        assert check_until(supervisor, lambda: supervisor.status.last_beat(0) > 0)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.kill(process.pid, signum)
+        time.sleep(1.0)
+        supervisor.check()
+        assert process.is_alive() and supervisor.restarts == 0 and repairs == []
+    finally:
+        supervisor.stop()
+    assert process.exitcode == 0  # stopped when asked, not by a signal
 
 
 def test_failures_past_the_restart_budget_stop_every_worker_with_the_traceback():

@@ -51,8 +51,14 @@ def mlflow_runs(log_dir: Path, experiment: str = "cartpole"):
     return client, client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
 
 
-def start(script: str, log_dir: Path, *overrides: str, output: bool = True) -> subprocess.Popen:
-    """Start an entry point in the background (for tests that signal or kill it)."""
+def start(
+    script: str, log_dir: Path, *overrides: str, output: bool = True, own_group: bool = False
+) -> subprocess.Popen:
+    """Start an entry point in the background (for tests that signal or kill it).
+
+    own_group: in a process group of its own, as a terminal or a scheduler starts a job, so
+    that `os.killpg(process.pid, ...)` reaches the run's every process.
+    """
     stream = subprocess.PIPE if output else subprocess.DEVNULL
     return subprocess.Popen(
         command(script, log_dir, *overrides),
@@ -61,6 +67,7 @@ def start(script: str, log_dir: Path, *overrides: str, output: bool = True) -> s
         stdout=stream,
         stderr=stream,
         text=True,
+        start_new_session=own_group,
     )
 
 

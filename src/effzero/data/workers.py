@@ -155,7 +155,10 @@ def _worker_entry(
 ) -> None:
     # The supervisor may have held signals when it started us.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    # Ctrl-C and a scheduler's SIGTERM reach every process of the run; stopping is the
+    # learner's to do: it asks its workers to stop (and SIGKILL follows it, see below).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
     torch.set_num_threads(threads)
     with open(stack_path, "w") as stacks:
