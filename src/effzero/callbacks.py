@@ -121,6 +121,8 @@ class InterruptCheckpoint(L.Callback):
     def __init__(self, dirpath: str):
         self.dirpath = dirpath
         self.signal: int | None = None  # the signal that stopped the run
+        self.requested: int | None = None  # DDP: a signal this rank received, not yet agreed on
+        self._ranks = False  # inside `stopping_ranks_together`
         self.saved: str | None = None  # the checkpoint written on the way out
         self._training = False  # between on_train_start and on_train_end
         self._saving = False
@@ -138,6 +140,41 @@ class InterruptCheckpoint(L.Callback):
             self._poll_every(0)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    @contextmanager
+    def stopping_ranks_together(self) -> Iterator[None]:
+        """DDP: SIGINT and SIGTERM stop every rank before the same update, with a checkpoint.
+
+        A signal only records a request on the rank it reached; at the start of each update the
+        ranks agree on whether any has one (one scalar all-reduce), so all stop together, where
+        a checkpoint (which gathers every rank's replay shard) can be written. Lightning's own
+        SIGTERM handler is replaced for the training: it broadcasts from inside the handler,
+        which collides with whatever collective the rank is in (on gloo: "Received data size
+        doesn't match expected size", and a dead rank). A second signal stops its rank at once,
+        without a checkpoint.
+        """
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._ranks = True
+        self._take_ddp_signals()
+        try:
+            yield
+        finally:
+            self._ranks = False
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _take_ddp_signals(self) -> None:
+        signal.signal(signal.SIGINT, self._on_ddp_signal)
+        signal.signal(signal.SIGTERM, self._on_ddp_signal)
+
+    def _on_ddp_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt  # this rank stops at once; the others end with it
+        self.requested = signum
+        log.info(
+            "%s: every rank stops before the next update (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -165,8 +202,13 @@ class InterruptCheckpoint(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training = True
+        if self._ranks:
+            self._take_ddp_signals()  # back from Lightning, which registered its own meanwhile
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if self._ranks:  # the largest signal number any rank has received, 0 for none
+            asked = torch.tensor(self.requested or 0, device=trainer.strategy.root_device)
+            self.signal = int(trainer.strategy.reduce(asked, reduce_op="max")) or None
         if self.signal is not None:  # the previous update has ended: stop before the next one
             self._poll_every(0)
             raise Interrupted(self.signal)
@@ -189,13 +231,13 @@ class InterruptCheckpoint(L.Callback):
             return  # the error came while restoring a checkpoint, or after the last one was written
         if self.signal is None and trainer.global_step == 0:
             return  # an error before the first update: nothing worth resuming from
-        if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
+        if trainer.world_size > 1 and not isinstance(exception, (Interrupted, SIGTERMException)):
             # Writing one gathers every rank's replay shard, and the other ranks are elsewhere
-            # (in a collective of their own): they would wait for each other for ever. Only
-            # Lightning's SIGTERM stop, which the ranks agree on at a step, writes one.
+            # (in a collective of their own): they would wait for each other for ever. Only a
+            # stop the ranks agree on at a step writes one.
             log.error(
-                "rank %d stopped by %s: %s\nA DDP run writes interrupted.ckpt only when stopped by SIGTERM "
-                "(all ranks at the same step): resume from the last periodic checkpoint, last.ckpt",
+                "rank %d stopped by %s: %s\nA DDP run writes interrupted.ckpt only when stopped by SIGINT or "
+                "SIGTERM (all ranks at the same step): resume from the last periodic checkpoint, last.ckpt",
                 trainer.global_rank,
                 type(exception).__name__,
                 exception,

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -93,10 +94,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if conf.compile:  # the learner calls the model's inference methods, never its forward
         agent.losses = torch.compile(agent.losses)
     interrupt = next((c for c in callbacks if isinstance(c, InterruptCheckpoint)), None)
-    # Several DDP ranks would each stop at their own step; there Lightning's SIGTERM handling stays.
-    signals = (
-        interrupt.handling_signals() if interrupt and trainer.world_size == 1 else contextlib.nullcontext()
-    )
+    signals: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if interrupt is not None:
+        one = trainer.world_size == 1
+        signals = interrupt.handling_signals() if one else interrupt.stopping_ranks_together()
     stopped = False
     try:
         with signals:
@@ -151,8 +152,8 @@ def _open_logger(config: Any, params: dict[str, Any], resume: tuple[str, int] | 
         run_id, step = resume
         logger = instantiate(config, run_id=run_id)
         try:
-            client = logger.experiment  # (on ranks other than 0, a stand-in)
-            if logger.run_id is not None:
+            client = logger.experiment
+            if rank_zero_only.rank == 0:  # other ranks' experiment is a stand-in that returns None
                 client.update_run(run_id, status="RUNNING")
                 earlier = client.get_run(run_id).data.tags.get("resumed_at_steps")
                 client.set_tag(run_id, "resumed_at_steps", f"{earlier},{step}" if earlier else str(step))

@@ -24,7 +24,17 @@ from torch.utils.data import DataLoader
 from effzero import checkpointing
 from effzero.callbacks import InterruptCheckpoint, Interrupted
 from effzero.data.pipeline import BatchStream
-from tests.integration.helpers import ROOT, SMOKE, checkpoints, environment, mlflow_runs, run, start, wait_for
+from tests.integration.helpers import (
+    ROOT,
+    SMOKE,
+    checkpoints,
+    children,
+    environment,
+    mlflow_runs,
+    run,
+    start,
+    wait_for,
+)
 
 ENDLESS = ("data.total_env_steps=100000", "trainer.max_steps=100000", "trainer.limit_train_batches=10")
 
@@ -164,6 +174,51 @@ def test_a_schedulers_sigterm_to_every_process_ends_the_run_as_one_to_the_learne
     assert process.returncode == 0, stderr[-3000:]
     assert "interrupted.ckpt" in {p.name for p in checkpoints(tmp_path)}
     assert "died" not in stderr and "restarting" not in stderr, stderr[-3000:]
+
+
+DDP = ("trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
+
+
+@pytest.mark.parametrize("reached", ["every process", "rank 1 alone"])
+def test_a_signal_stops_every_ddp_rank_before_one_update_with_a_checkpoint(tmp_path, reached):
+    # Ctrl-C reaches every process; a scheduler or a user may signal one rank. The ranks agree
+    # on a step, so the checkpoint, which gathers every rank's replay shard, can be written.
+    process = start("train", tmp_path, *SMOKE, *ENDLESS, *DDP, own_group=True)
+    try:
+        assert wait_for(lambda: any(p.name == "last.ckpt" for p in checkpoints(tmp_path)), 240)
+        if reached == "every process":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            rank1 = next(
+                c for c in children(process.pid) if b"train.py" in Path(f"/proc/{c}/cmdline").read_bytes()
+            )
+            os.kill(rank1, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, stderr[-3000:]
+    saved = next(p for p in checkpoints(tmp_path) if p.name == "interrupted.ckpt")
+    state = torch.load(saved, weights_only=False)
+    assert len(state["ReplayDataModule"]["shards"]) == 2
+    log = "".join(p.read_text() for p in tmp_path.glob("debug/runs/*/*.log"))  # every rank's
+    assert "every rank stops before the next update" in log
+    if reached == "every process":
+        return
+    step = state["global_step"]
+    resumed = run(
+        "train",
+        tmp_path,
+        *SMOKE,
+        *DDP,
+        ENDLESS[0],
+        f"trainer.max_steps={step + 5}",
+        f"ckpt_path={saved}",
+        timeout=400,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    newest = max(checkpoints(tmp_path), key=lambda p: p.stat().st_mtime)
+    assert torch.load(newest, weights_only=False)["global_step"] == step + 5
 
 
 def test_a_signal_during_an_evaluation_keeps_the_target_refresh_of_its_step(tmp_path):
