@@ -161,21 +161,6 @@ def test_a_signal_ends_the_run_with_exit_0_and_a_checkpoint_that_resumes(tmp_pat
     assert torch.load(newest, weights_only=False)["global_step"] == step + 5
 
 
-def test_a_schedulers_sigterm_to_every_process_ends_the_run_as_one_to_the_learner_does(tmp_path):
-    # SLURM and `kill -- -PGID` signal the workers too (`test_supervisor` checks they outlive it).
-    process = start("train", tmp_path, *SMOKE, *ENDLESS, own_group=True)
-    try:
-        assert wait_for(lambda: any(p.name == "last.ckpt" for p in checkpoints(tmp_path)), 180)
-        os.killpg(process.pid, signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 0, stderr[-3000:]
-    assert "interrupted.ckpt" in {p.name for p in checkpoints(tmp_path)}
-    assert "died" not in stderr and "restarting" not in stderr, stderr[-3000:]
-
-
 DDP = ("trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
 
 
