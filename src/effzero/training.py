@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -155,8 +156,14 @@ def _open_logger(config: Any, params: dict[str, Any], resume: tuple[str, int] | 
             client = logger.experiment
             if rank_zero_only.rank == 0:  # other ranks' experiment is a stand-in that returns None
                 client.update_run(run_id, status="RUNNING")
-                earlier = client.get_run(run_id).data.tags.get("resumed_at_steps")
+                data = client.get_run(run_id).data
+                earlier = data.tags.get("resumed_at_steps")
                 client.set_tag(run_id, "resumed_at_steps", f"{earlier},{step}" if earlier else str(step))
+                # MLflow params cannot change: what differs from them goes into a tag.
+                changes = changed_settings(data.params, params)
+                if changes:
+                    log.info("resumed with settings changed since the run began: %s", "; ".join(changes))
+                    client.set_tag(run_id, f"changed_at_step_{step}", "; ".join(changes)[:5000])
             return logger
         except Exception as error:
             if getattr(error, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":  # MLflow: no such run
@@ -169,6 +176,29 @@ def _open_logger(config: Any, params: dict[str, Any], resume: tuple[str, int] | 
     logger = instantiate(config)
     logger.log_hyperparams(params)  # creates the MLflow experiment and run now
     return logger
+
+
+def changed_settings(logged: dict[str, str], params: dict[str, Any]) -> list[str]:
+    """`key: old → new` for each setting of `params` that differs from a run's MLflow params.
+
+    `params` are flattened and cut as Lightning's MLFlowLogger logs them. What differs at every
+    resume is left out: the checkpoint path, the run's directory (wherever it appears: paths,
+    checkpoint folders) and the time-stamped run name.
+    """
+    now = {k: str(v)[:250] for k, v in _flatten_dict(_convert_params(params)).items()}
+    old_dir, new_dir = logged.get("paths/output_dir"), now.get("paths/output_dir")
+
+    def then(key: str) -> str:
+        value = logged.get(key, "(none)")
+        return value.replace(old_dir, new_dir) if old_dir and new_dir else value
+
+    def always_differs(key: str) -> bool:
+        return key == "ckpt_path" or key.startswith("paths/") or key.endswith("/run_name")
+
+    keys = sorted(
+        k for k in set(logged) | set(now) if then(k) != now.get(k, "(none)") and not always_differs(k)
+    )
+    return [f"{k}: {logged.get(k, '(none)')} → {now.get(k, '(none)')}" for k in keys]
 
 
 def _loggable(cfg: DictConfig) -> dict[str, Any]:

@@ -70,7 +70,9 @@ def test_resume_restores_weights_counters_and_replay(tmp_path):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss/total")]
     assert min(steps) < 30 < max(steps) and max(steps) <= 60
-    assert client.get_run(runs[0].info.run_id).data.tags["resumed_at_steps"] == "30"
+    tags = client.get_run(runs[0].info.run_id).data.tags
+    assert tags["resumed_at_steps"] == "30"
+    assert tags["changed_at_step_30"] == "optim/lr: 0.001 → 0.0005; trainer/max_steps: 30 → 60", tags
 
 
 def test_eval_script_replays_a_checkpoint_and_logs_a_video(tmp_path):
