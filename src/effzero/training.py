@@ -212,6 +212,8 @@ def _report_interruption(
     trainer: L.Trainer, loggers: list[Logger], interrupt: InterruptCheckpoint | None
 ) -> None:
     """A run stopped by a signal ends normally (exit code 0); MLflow marks it KILLED."""
+    if trainer.global_rank != 0:
+        return
     for logger in loggers:
         if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
             logger.experiment.set_terminated(logger.run_id, "KILLED")
