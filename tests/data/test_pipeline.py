@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from effzero.config import TrainConfig, register_schemas
 from effzero.data import pipeline as pipeline_module
 from effzero.data.acting import build_model
+from effzero.data.datamodule import rank_worker_device
 from effzero.data.environments import build_spec
 from effzero.data.pipeline import Pipeline, RankInfo, check_memory
 from tests.data.replay_checks import replay_problems
@@ -92,6 +93,13 @@ def shm_mappings() -> int:
         except OSError:
             continue
     return maps + fds
+
+
+def test_a_bare_cuda_worker_device_is_each_ranks_own_gpu():
+    assert rank_worker_device("cuda", torch.device("cuda:3")) == "cuda:3"  # rank of local rank 3
+    assert rank_worker_device("cuda:1", torch.device("cuda:3")) == "cuda:1"  # named: kept
+    assert rank_worker_device("cuda", torch.device("cpu")) == "cuda"  # a CPU learner has no GPU to give
+    assert rank_worker_device("cpu", torch.device("cuda:3")) == "cpu"
 
 
 def test_each_rank_counts_its_own_env_steps_so_the_spans_in_env_steps_divide_by_the_ranks():

@@ -83,8 +83,12 @@ def worker_model(
 
     Only the two inference calls autocast: the search's tree arithmetic stays float32 (it
     turns autocast off for itself, too), and the value-prefix LSTM runs in its weights' dtype.
-    The learner's precision is Lightning's `trainer.precision`.
+    The learner's precision is Lightning's `trainer.precision`. A GPU given with its index
+    becomes the process's current one: what defaults to it (the caching allocator, CUDA graphs,
+    compiled kernels) then stays on the worker's GPU.
     """
+    if torch.device(device).type == "cuda" and torch.device(device).index is not None:
+        torch.cuda.set_device(device)
     model = build_model(cfg, spec).to(device).eval()
     if precision != "bf16":
         return model

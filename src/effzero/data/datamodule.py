@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -12,6 +13,17 @@ from effzero.config import TrainConfig
 from effzero.data.lockstep import LockstepPipeline
 from effzero.data.pipeline import BatchStream, Pipeline, RankInfo
 from effzero.envs import EnvSpec
+
+
+def rank_worker_device(setting: str, learner: torch.device) -> str:
+    """This rank's `data.worker_device`: a bare `cuda` is the learner's GPU when it has one.
+
+    Under DDP each rank's learner has its own GPU (`cuda:<local rank>`); a bare `cuda` would
+    put every rank's workers on GPU 0.
+    """
+    if setting == "cuda" and learner.type == "cuda":
+        return str(learner)
+    return setting
 
 
 class ReplayDataModule(L.LightningDataModule):
@@ -30,8 +42,10 @@ class ReplayDataModule(L.LightningDataModule):
             return
         agent = self.trainer.lightning_module
         rank = RankInfo(self.trainer.global_rank, self.trainer.world_size)
-        kind = LockstepPipeline if self.run.data.synchronous else Pipeline
-        self.pipeline = kind(self.run, self.spec, agent.model, rank)
+        device = rank_worker_device(self.run.data.worker_device, self.trainer.strategy.root_device)
+        run = replace(self.run, data=replace(self.run.data, worker_device=device))
+        kind = LockstepPipeline if run.data.synchronous else Pipeline
+        self.pipeline = kind(run, self.spec, agent.model, rank)
 
     def train_dataloader(self) -> DataLoader:
         agent = self.trainer.lightning_module
