@@ -13,28 +13,43 @@ GAMMA = 0.9
 C1, C2 = 1.25, 19652.0
 
 
+def table_model(table: dict[int, tuple]):
+    """A two-action model over node codes: the child of (code, action) is 4·code + action + 1,
+    with (reward, value[, child logits]) from `table` (uniform child logits if not given)."""
+
+    def fn(code, action):
+        child = code * 4 + action + 1
+        rows = [table[int(c)] for c in child]
+        r = torch.tensor([row[0] for row in rows], dtype=torch.float64)
+        v = torch.tensor([row[1] for row in rows], dtype=torch.float64)
+        logits = torch.tensor([row[2] if len(row) > 2 else [0.0, 0.0] for row in rows], dtype=torch.float64)
+        return r, v, logits, child
+
+    return fn
+
+
+def search_one_root(logits: list[float], v0: float, fn, n: int, config: PUCTConfig = PUCTConfig()):
+    """puct_search of one root (code 0) without noise, taking the most visited action."""
+    return puct_search(
+        torch.tensor([logits], dtype=torch.float64),
+        torch.tensor([v0], dtype=torch.float64),
+        torch.zeros(1, dtype=torch.long),
+        fn,
+        n,
+        GAMMA,
+        dirichlet_fraction=0.0,
+        temperature=0.0,
+        config=config,
+    )
+
+
 def test_two_simulations_closed_form():
     # Root prior softmax([0.4, 0.0]); child 1: r = 0.2, v = 0.3; child 2: r = -0.1, v = 0.6.
     table = {1: (0.2, 0.3), 2: (-0.1, 0.6)}
 
-    def fn(code, action):
-        child = code * 4 + action + 1
-        r = torch.tensor([table[int(c)][0] for c in child], dtype=torch.float64)
-        v = torch.tensor([table[int(c)][1] for c in child], dtype=torch.float64)
-        return r, v, torch.zeros(len(child), 2, dtype=torch.float64), child
-
-    logits, v0 = torch.tensor([[0.4, 0.0]], dtype=torch.float64), 0.1
-    out = puct_search(
-        logits,
-        torch.tensor([v0], dtype=torch.float64),
-        torch.zeros(1, dtype=torch.long),
-        fn,
-        2,
-        GAMMA,
-        dirichlet_fraction=0.0,
-        temperature=0.0,
-    )
-    p = torch.softmax(logits[0], -1).tolist()
+    logits, v0 = [0.4, 0.0], 0.1
+    out = search_one_root(logits, v0, table_model(table), 2)
+    p = torch.softmax(torch.tensor(logits), -1).tolist()
     # Simulation 0: empty min-max, q̂ = 0; N(root) = 1: the larger prior wins -> slot 0.
     q0 = 0.2 + GAMMA * 0.3
     # Simulation 1: min = max = q0 (spread 0.01); slot 1 stands in with the root's mean of its
@@ -60,25 +75,8 @@ def test_the_stand_in_for_unvisited_children_is_chained_down_the_path(unvisited_
         22: (0.1, 0.4, [0.0, 0.0]),  # node 5, slot 1
     }
 
-    def fn(code, action):
-        child = code * 4 + action + 1
-        rows = [table[int(x)] for x in child]
-        r = torch.tensor([row[0] for row in rows], dtype=torch.float64)
-        v = torch.tensor([row[1] for row in rows], dtype=torch.float64)
-        return r, v, torch.tensor([row[2] for row in rows], dtype=torch.float64), child
-
     v0 = 0.1
-    out = puct_search(
-        torch.tensor([[3.0, 0.0]], dtype=torch.float64),
-        torch.tensor([v0], dtype=torch.float64),
-        torch.zeros(1, dtype=torch.long),
-        fn,
-        3,
-        GAMMA,
-        dirichlet_fraction=0.0,
-        temperature=0.0,
-        config=PUCTConfig(unvisited_q=unvisited_q),
-    )
+    out = search_one_root([3.0, 0.0], v0, table_model(table), 3, PUCTConfig(unvisited_q=unvisited_q))
     # The root's prior (0.95, 0.05) sends all three simulations through slot 0 (node 1).
     # Simulations 0 and 1: every q̂ is 0 (no spread yet), so node 1 follows its prior (3:1) to
     # slot 0, node 5. After them the edges' Q are node 5: -0.1 + γ·0.5 = 0.35 and node 1:
