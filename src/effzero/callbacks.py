@@ -142,39 +142,56 @@ class InterruptCheckpoint(L.Callback):
                 signal.signal(signum, handler)
 
     @contextmanager
-    def stopping_ranks_together(self) -> Iterator[None]:
-        """DDP: SIGINT and SIGTERM stop every rank before the same update, with a checkpoint.
+    def stopping_ranks_together(self, trainer: L.Trainer) -> Iterator[None]:
+        """DDP: SIGINT and SIGTERM stop every rank at the same point, with a checkpoint.
 
-        A signal only records a request on the rank it reached; at the start of each update the
-        ranks agree on whether any has one (one scalar all-reduce), so all stop together, where
-        a checkpoint (which gathers every rank's replay shard) can be written. Lightning's own
-        SIGTERM handler is replaced for the training: it broadcasts from inside the handler,
-        which collides with whatever collective the rank is in (on gloo: "Received data size
-        doesn't match expected size", and a dead rank). A second signal stops its rank at once,
-        without a checkpoint.
+        A signal only records a request on the rank it reached; at the start of each update and
+        at the end of training the ranks agree on whether any has one (one scalar all-reduce),
+        so all stop together, where a checkpoint (which gathers every rank's replay shard) can
+        be written. A second signal stops its rank at once, without a checkpoint.
+
+        These handlers take over SIGINT and SIGTERM where Lightning registers its own: after
+        the ranks have joined and restored their checkpoint, before the replay warms up.
+        Lightning's SIGTERM handler would broadcast from inside the handler, colliding with
+        whatever collective the rank is in (on gloo: "Received data size doesn't match expected
+        size", and a dead rank). Before that point a signal acts as it would without effzero,
+        so that no rank waits, unable to stop, for another that a signal has ended.
         """
+        connector = (
+            trainer._signal_connector
+        )  # no public hook sits between its registration and the first batch
+        register = connector.register_signal_handlers
+
+        def register_then_take_over() -> None:
+            register()  # Lightning's, for SLURM's requeue signal
+            signal.signal(signal.SIGINT, self._on_ddp_signal)
+            signal.signal(signal.SIGTERM, self._on_ddp_signal)
+
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        connector.register_signal_handlers = register_then_take_over
         self._ranks = True
-        self._take_ddp_signals()
         try:
             yield
         finally:
             self._ranks = False
+            del connector.register_signal_handlers  # the class's method again
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _take_ddp_signals(self) -> None:
-        signal.signal(signal.SIGINT, self._on_ddp_signal)
-        signal.signal(signal.SIGTERM, self._on_ddp_signal)
-
     def _on_ddp_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._saving:
+            log.info("%s: writing the checkpoint, one moment", name)
+            return
         if self.requested is not None:
             raise KeyboardInterrupt  # this rank stops at once; the others end with it
         self.requested = signum
-        log.info(
-            "%s: every rank stops before the next update (send it again to stop at once)",
-            signal.Signals(signum).name,
-        )
+        log.info("%s: every rank stops before the next update (send it again to stop at once)", name)
+
+    def _agreed_signal(self, trainer: L.Trainer) -> int | None:
+        """The largest signal number any rank has received (a collective: every rank calls it)."""
+        asked = torch.tensor(self.requested or 0, device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(asked, reduce_op="max")) or None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -202,19 +219,18 @@ class InterruptCheckpoint(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training = True
-        if self._ranks:
-            self._take_ddp_signals()  # back from Lightning, which registered its own meanwhile
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        if self._ranks:  # the largest signal number any rank has received, 0 for none
-            asked = torch.tensor(self.requested or 0, device=trainer.strategy.root_device)
-            self.signal = int(trainer.strategy.reduce(asked, reduce_op="max")) or None
+        if self._ranks:
+            self.signal = self._agreed_signal(trainer)
         if self.signal is not None:  # the previous update has ended: stop before the next one
             self._poll_every(0)
             raise Interrupted(self.signal)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training = False
+        if self._ranks:  # a signal during the last update: the ranks skip the final evaluation together
+            self.signal = self._agreed_signal(trainer)
         if self.signal is not None:  # the last update ended meanwhile: skip the final evaluation
             self._poll_every(0)
             raise Interrupted(self.signal)

@@ -98,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     signals: contextlib.AbstractContextManager = contextlib.nullcontext()
     if interrupt is not None:
         one = trainer.world_size == 1
-        signals = interrupt.handling_signals() if one else interrupt.stopping_ranks_together()
+        signals = interrupt.handling_signals() if one else interrupt.stopping_ranks_together(trainer)
     stopped = False
     try:
         with signals:
@@ -185,19 +185,20 @@ def changed_settings(logged: dict[str, str], params: dict[str, Any]) -> list[str
     resume is left out: the checkpoint path, the run's directory (wherever it appears: paths,
     checkpoint folders) and the time-stamped run name.
     """
-    now = {k: str(v)[:250] for k, v in _flatten_dict(_convert_params(params)).items()}
-    old_dir, new_dir = logged.get("paths/output_dir"), now.get("paths/output_dir")
+    full = {k: str(v) for k, v in _flatten_dict(_convert_params(params)).items()}
+    now = {k: v[:250] for k, v in full.items()}
+    old_dir, new_dir = logged.get("paths/output_dir"), full.get("paths/output_dir")
 
-    def then(key: str) -> str:
-        value = logged.get(key, "(none)")
-        return value.replace(old_dir, new_dir) if old_dir and new_dir else value
+    def as_logged_then(key: str) -> str:  # the value as the first run would have logged it
+        if key not in full:
+            return "(none)"
+        return full[key].replace(new_dir, old_dir)[:250] if old_dir and new_dir else now[key]
 
     def always_differs(key: str) -> bool:
         return key == "ckpt_path" or key.startswith("paths/") or key.endswith("/run_name")
 
-    keys = sorted(
-        k for k in set(logged) | set(now) if then(k) != now.get(k, "(none)") and not always_differs(k)
-    )
+    differ = (k for k in set(logged) | set(full) if logged.get(k, "(none)") != as_logged_then(k))
+    keys = sorted(k for k in differ if not always_differs(k))
     return [f"{k}: {logged.get(k, '(none)')} → {now.get(k, '(none)')}" for k in keys]
 
 

@@ -164,16 +164,25 @@ def test_a_signal_ends_the_run_with_exit_0_and_a_checkpoint_that_resumes(tmp_pat
 DDP = ("trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
 
 
-@pytest.mark.parametrize("reached", ["every process", "rank 1 alone"])
-def test_a_signal_stops_every_ddp_rank_before_one_update_with_a_checkpoint(tmp_path, reached):
+def workers_of(pid: int) -> list[int]:
+    return [c for c in children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.parametrize("when", ["Ctrl-C while the replay warms up", "SIGTERM to rank 1 alone, training"])
+def test_a_signal_stops_every_ddp_rank_at_one_step_with_a_checkpoint(tmp_path, when):
     # Ctrl-C reaches every process; a scheduler or a user may signal one rank. The ranks agree
     # on a step, so the checkpoint, which gathers every rank's replay shard, can be written.
-    process = start("train", tmp_path, *SMOKE, *ENDLESS, *DDP, own_group=True)
+    warmup = when.startswith("Ctrl-C")
+    # 10000 transitions before the first update: many seconds of warm-up, the workers running.
+    slow_start = ("data.start_transitions=10000",) if warmup else ()
+    process = start("train", tmp_path, *SMOKE, *ENDLESS, *DDP, *slow_start, own_group=True)
     try:
-        assert wait_for(lambda: any(p.name == "last.ckpt" for p in checkpoints(tmp_path)), 240)
-        if reached == "every process":
+        if warmup:  # the workers start with the first batch's wait, after Lightning's set-up
+            assert wait_for(lambda: len(workers_of(process.pid)) >= 2, 240)
+            time.sleep(3.0)
             os.killpg(process.pid, signal.SIGINT)
         else:
+            assert wait_for(lambda: any(p.name == "last.ckpt" for p in checkpoints(tmp_path)), 240)
             rank1 = next(
                 c for c in children(process.pid) if b"train.py" in Path(f"/proc/{c}/cmdline").read_bytes()
             )
@@ -185,10 +194,12 @@ def test_a_signal_stops_every_ddp_rank_before_one_update_with_a_checkpoint(tmp_p
     assert process.returncode == 0, stderr[-3000:]
     saved = next(p for p in checkpoints(tmp_path) if p.name == "interrupted.ckpt")
     state = torch.load(saved, weights_only=False)
-    assert len(state["ReplayDataModule"]["shards"]) == 2
+    shards = state["ReplayDataModule"]["shards"]
+    assert len(shards) == 2 and all(int(s["counters"][0]) > 0 for s in shards)  # the transitions kept
     log = "".join(p.read_text() for p in tmp_path.glob("debug/runs/*/*.log"))  # every rank's
     assert "every rank stops before the next update" in log
-    if reached == "every process":
+    if warmup:
+        assert state["global_step"] == 0
         return
     step = state["global_step"]
     resumed = run(

@@ -3,6 +3,7 @@
 import torch
 
 from effzero.data.replay import FINAL
+from effzero.training import changed_settings
 from tests.integration.helpers import SMOKE, checkpoints, mlflow_runs, run
 
 
@@ -73,6 +74,33 @@ def test_resume_restores_weights_counters_and_replay(tmp_path):
     tags = client.get_run(runs[0].info.run_id).data.tags
     assert tags["resumed_at_steps"] == "30"
     assert tags["changed_at_step_30"] == "optim/lr: 0.001 → 0.0005; trainer/max_steps: 30 → 60", tags
+
+
+def test_changed_settings_leave_out_what_every_resume_changes():
+    then, now = "/logs/train/runs/2026-11-22_09-00-09", "/logs/train/runs/2026-11-22_10-00-10"
+    long_tail = "/checkpoints/" + "x" * 300  # past MLflow's 250-character cut, as logged
+    logged = {
+        "paths/output_dir": then,
+        "callbacks/ckpt/dirpath": (then + long_tail)[:250],
+        "logger/mlflow/run_name": "cartpole-ezv2-s0-20261122-090009",
+        "optim/lr": "0.001",
+        "model/hidden": "[64, 64]",
+        "removed": "1",
+    }
+    params = {
+        "paths": {"output_dir": now},
+        "callbacks": {"ckpt": {"dirpath": now + long_tail}},
+        "logger": {"mlflow": {"run_name": "cartpole-ezv2-s0-20261122-100010"}},
+        "optim": {"lr": 0.0005},
+        "model": {"hidden": [64, 64]},
+        "ckpt_path": "/logs/last.ckpt",
+        "added": True,
+    }
+    assert changed_settings(logged, params) == [
+        "added: (none) → True",
+        "optim/lr: 0.001 → 0.0005",
+        "removed: 1 → (none)",
+    ]
 
 
 def test_eval_script_replays_a_checkpoint_and_logs_a_video(tmp_path):

@@ -94,7 +94,7 @@ class Supervisor:
                 self._replace(index, *cause)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the workers to stop and join them; terminate, then kill, stragglers."""
+        """Ask the workers to stop and join them; kill stragglers (they ignore SIGTERM)."""
         if not self.started:
             return
         self.request_stop()
@@ -102,11 +102,10 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
-        for end in ("terminate", "kill"):
-            for process in processes:
-                if process.is_alive():
-                    getattr(process, end)()
-                    process.join(2.0)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(2.0)
         for worker in self.workers:
             worker.process = None
         for name in os.listdir(self.directory):

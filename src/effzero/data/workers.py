@@ -153,12 +153,13 @@ def _worker_entry(
     stack_path: str,
     parent: int,
 ) -> None:
-    # The supervisor may have held signals when it started us.
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     # Ctrl-C and a scheduler's SIGTERM reach every process of the run; stopping is the
-    # learner's to do: it asks its workers to stop (and SIGKILL follows it, see below).
+    # learner's to do: it asks its workers to stop (and SIGKILL follows it, see below). Ignored
+    # before the mask the supervisor may have held is cleared, one pending is discarded. (One
+    # that arrives while the interpreter starts, before this, still ends the worker.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     _die_with_parent(parent)
     torch.set_num_threads(threads)
     with open(stack_path, "w") as stacks:
