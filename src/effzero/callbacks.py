@@ -114,6 +114,7 @@ class InterruptCheckpoint(L.Callback):
     a checkpoint. The checkpoint holds what any checkpoint holds (weights, optimiser, target
     networks, counters, replay): resume with `ckpt_path=<dirpath>/interrupted.ckpt`.
     A stop before the first update saves too: the transitions collected so far are worth keeping.
+    Under DDP, `stopping_ranks_together()` instead: the ranks stop together, before an update.
     """
 
     POLL_S = 0.2  # while a stop waits for the update to end: how often to look whether it has
@@ -157,9 +158,8 @@ class InterruptCheckpoint(L.Callback):
         size", and a dead rank). Before that point a signal acts as it would without effzero,
         so that no rank waits, unable to stop, for another that a signal has ended.
         """
-        connector = (
-            trainer._signal_connector
-        )  # no public hook sits between its registration and the first batch
+        # Lightning offers no public hook between its registration and the first batch.
+        connector = trainer._signal_connector
         register = connector.register_signal_handlers
 
         def register_then_take_over() -> None:
