@@ -46,14 +46,14 @@ class PUCTConfig:
             raise ValueError(f"unvisited_q={self.unvisited_q!r} is not known; valid: parent_mean, zero")
 
 
-def chained_mean_q(tree: Tree, node: Tensor, parent_mean: Tensor | None) -> Tensor:
-    """EfficientZero's stand-in Q for the unvisited children of `node` [B, k] -> [B, k].
+def chained_mean_q(visits: Tensor, q: Tensor, parent_mean: Tensor | None) -> Tensor:
+    """EfficientZero's stand-in Q for a node's unvisited children: [B, k, C] -> [B, k].
 
     Args:
+        visits, q: [B, k, C] the node's children's statistics (`Tree.children_stats`).
         parent_mean: [B, k] the stand-in computed at each node's parent on its path; None at
             the root.
     """
-    visits, q = tree.children_stats(node)
     visited = visits.clamp(max=1.0).sum(-1)
     total = q.sum(-1)  # unvisited children point at the sentinel, whose Q is 0
     if parent_mean is None:
@@ -61,14 +61,16 @@ def chained_mean_q(tree: Tree, node: Tensor, parent_mean: Tensor | None) -> Tens
     return (parent_mean + total) / (visited + 1)
 
 
-def puct_score(tree: Tree, node: Tensor, cfg: PUCTConfig, fill: Tensor | None = None) -> Tensor:
+def puct_score(
+    tree: Tree, node: Tensor, visits: Tensor, q: Tensor, cfg: PUCTConfig, fill: Tensor | None
+) -> Tensor:
     """The pUCT score of the children of `node` [B, k] -> [B, k, C].
 
     Args:
+        visits, q: [B, k, C] the children's statistics (`Tree.children_stats`).
         fill: [B, k] the stand-in Q of unvisited children (`chained_mean_q`); None scores
             them q̂ = 0 (`unvisited_q="zero"`).
     """
-    visits, q = tree.children_stats(node)
     visited = visits.clamp(max=1.0)  # float mask: boolean selects are slow on CPU
     if fill is None:
         q_hat = tree.normalize(q) * visited
@@ -89,21 +91,19 @@ class PathSelector:
         self.cfg = cfg
         self.fill: Tensor | None = None  # [B, k] the stand-in at the last node selected from
 
-    def _next_fill(self, tree: Tree, node: Tensor, parent_fill: Tensor | None) -> Tensor | None:
-        if self.cfg.unvisited_q == "zero":
-            return None
-        return chained_mean_q(tree, node, parent_fill)
+    def _score(self, tree: Tree, node: Tensor, parent_fill: Tensor | None) -> Tensor:
+        """The children's scores [B, k, C]; moves the stand-in one level down."""
+        visits, q = tree.children_stats(node)
+        self.fill = None if self.cfg.unvisited_q == "zero" else chained_mean_q(visits, q, parent_fill)
+        return puct_score(tree, node, visits, q, self.cfg, self.fill)
 
     def root_slot(self, tree: Tree) -> Tensor:
         """The child slot taken at each root [B, 1]."""
-        self.fill = self._next_fill(tree, tree.roots, None)
-        score = puct_score(tree, tree.roots, self.cfg, self.fill) + tree.root_bias[:, None]
-        return score.max(-1).indices
+        return (self._score(tree, tree.roots, None) + tree.root_bias[:, None]).max(-1).indices
 
     def __call__(self, tree: Tree, node: Tensor) -> Tensor:
         """The child slot taken at interior nodes `node` [B, k] -> [B, k]."""
-        self.fill = self._next_fill(tree, node, self.fill)
-        score = puct_score(tree, node, self.cfg, self.fill)
+        score = self._score(tree, node, self.fill)
         if tree.interior_bias is not None:
             score = score + tree.interior_bias
         return score.max(-1).indices
