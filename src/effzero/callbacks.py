@@ -225,7 +225,20 @@ class InterruptCheckpoint(L.Callback):
             self.signal = self._agreed_signal(trainer)
         if self.signal is not None:  # the previous update has ended: stop before the next one
             self._poll_every(0)
+            self._unfetch(trainer)
             raise Interrupted(self.signal)
+
+    @staticmethod
+    def _unfetch(trainer: L.Trainer) -> None:
+        """Count the batch this stop skips as never fetched, so the checkpoint resumes as after an update.
+
+        Lightning reads a fetched-but-unstarted batch as a stop inside an update and, resuming,
+        advances its logging step by one: every metric after the resume would be logged one
+        step late.
+        """
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        progress.total.ready -= 1
+        progress.current.ready -= 1
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training = False

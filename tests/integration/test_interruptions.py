@@ -17,6 +17,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from lightning.pytorch.loggers import Logger
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -71,6 +72,7 @@ class Learner(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.layer(batch).pow(2).mean()
+        self.log("loss", loss)
         self.on_step(self.global_step)
         self.steps_run += 1
         return loss
@@ -79,23 +81,51 @@ class Learner(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=0.1)
 
 
-def fit_until_interrupted(
-    tmp_path: Path, on_step: Callable[[int], None] = lambda step: None, on_fetch=lambda n: None
-) -> tuple[InterruptCheckpoint, Learner, Interrupted]:
-    interrupt, learner = InterruptCheckpoint(str(tmp_path)), Learner(on_step)
-    trainer = L.Trainer(
-        max_steps=100,
+class StepsLogged(Logger):
+    """Records the step of every metric the learner logs."""
+
+    name, version = "steps", 0
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[int] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if "loss" in metrics:
+            self.steps.append(step)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+def trainer_for(interrupt: InterruptCheckpoint, max_steps: int, logger: Logger | bool = False) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps,
         callbacks=[interrupt],
         plugins=[checkpointing.AtomicCheckpointIO()],
-        logger=False,
+        logger=logger,
+        log_every_n_steps=1,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
     )
-    stream = DataLoader(BatchStream(FakePipeline(on_fetch), lambda: None), batch_size=None)
+
+
+def batch_stream(on_fetch: Callable[[int], None] = lambda n: None) -> DataLoader:
+    return DataLoader(BatchStream(FakePipeline(on_fetch), lambda: None), batch_size=None)
+
+
+def fit_until_interrupted(
+    tmp_path: Path,
+    on_step: Callable[[int], None] = lambda step: None,
+    on_fetch=lambda n: None,
+    logger: Logger | bool = False,
+) -> tuple[InterruptCheckpoint, Learner, Interrupted]:
+    interrupt, learner = InterruptCheckpoint(str(tmp_path)), Learner(on_step)
+    trainer = trainer_for(interrupt, max_steps=100, logger=logger)
     with pytest.raises(Interrupted) as stopped, interrupt.handling_signals():
-        trainer.fit(learner, train_dataloaders=stream)
+        trainer.fit(learner, train_dataloaders=batch_stream(on_fetch))
     return interrupt, learner, stopped.value
 
 
@@ -114,6 +144,22 @@ def test_a_signal_during_an_update_stops_right_after_it(tmp_path):
     assert saved["global_step"] == 6
     assert torch.equal(saved["state_dict"]["layer.weight"], learner.layer.weight.detach())
     assert saved["optimizer_states"][0]["state"][0]["step"] == 6  # the optimiser state matches
+
+
+@in_process
+def test_metrics_after_a_resume_continue_at_the_step_the_stop_left(tmp_path):
+    # The stop comes at the next batch's start, which Lightning already counts as fetched;
+    # resumed, its logger step must still equal the number of updates made, as in a run never stopped.
+    before = StepsLogged()
+    interrupt, _, _ = fit_until_interrupted(
+        tmp_path, on_step=lambda step: interrupt_self() if step == 5 else None, logger=before
+    )
+    after, resumed = StepsLogged(), InterruptCheckpoint(str(tmp_path))
+    trainer = trainer_for(resumed, max_steps=10, logger=after)
+    with resumed.handling_signals():
+        trainer.fit(Learner(lambda step: None), train_dataloaders=batch_stream(), ckpt_path=interrupt.saved)
+    assert trainer.global_step == 10
+    assert before.steps + after.steps == list(range(10))
 
 
 @in_process
