@@ -17,8 +17,8 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from lightning.pytorch.loggers import Logger
 import torch
+from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader
 
