@@ -27,6 +27,7 @@ from effzero.cli import is_locked_database
 from effzero.config import TrainConfig
 from effzero.data.datamodule import ReplayDataModule
 from effzero.data.environments import build_spec, env_maker
+from effzero.mlflow_store import prepare_store
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,9 @@ def connect_loggers(
     deadline = time.monotonic() + wait_s
     while True:
         try:
+            for config in configs:
+                if str(config.get("_target_", "")).endswith("MLFlowLogger"):
+                    prepare_store(str(config.get("tracking_uri")), wait_s)
             return [_open_logger(c, params, resume) for c in configs]
         except Exception as error:
             if not is_locked_database(error):

@@ -1,0 +1,48 @@
+"""Opening a SQLite MLflow store from many processes at once.
+
+MLflow builds a new store's tables and runs its schema migrations on first use, unlocked:
+processes that open a fresh store at the same moment (a sweep's parallel runs, DDP ranks, two
+terminals) fail with "table ... already exists" and can leave it half-migrated, unusable by any
+later run. `prepare_store` lets one process at a time do that first open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+LOCK_POLL_S = 0.2
+
+
+def prepare_store(tracking_uri: str, wait_s: float) -> None:
+    """Create (or upgrade) the store at `tracking_uri` while holding `<db>.lock`.
+
+    The first process to take the lock does the work; the others then find the store ready.
+    Stores other than SQLite files (a tracking server, file stores) are left to MLflow.
+    """
+    if not tracking_uri.startswith("sqlite:///") or ":memory:" in tracking_uri:
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///").split("?")[0])
+    lock_path = database.with_name(database.name + ".lock")
+    deadline = time.monotonic() + wait_s
+    with open(lock_path, "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"another process has held {lock_path} for over {wait_s:.0f} s while creating the "
+                        f"MLflow store {database}. Find it with `fuser {lock_path}` and end it, or give this "
+                        "run its own store: logger.mlflow.tracking_uri=sqlite:///<other>.db (eval: "
+                        "tracking_uri=...), or logger=none"
+                    ) from None
+                time.sleep(LOCK_POLL_S)
+        try:
+            MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates or migrates the tables
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
