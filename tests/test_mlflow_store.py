@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import multiprocessing as mp
 
@@ -44,3 +45,14 @@ def test_a_store_held_by_a_stuck_creator_is_named_after_the_wait(tmp_path):
         with pytest.raises(TimeoutError, match=r"fuser .*mlflow\.db\.lock.*tracking_uri="):
             prepare_store(f"sqlite:///{database}", wait_s=0.5)
     assert not database.exists()  # nothing touched while another process creates it
+
+
+def test_a_file_system_without_flock_opens_the_store_unlocked(tmp_path, monkeypatch, caplog):
+    def no_flock(fd, operation):  # as Lustre mounted without flock answers
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri, wait_s=1)
+    assert "opening the MLflow store unlocked" in caplog.text
+    assert MlflowClient(uri).get_experiment_by_name("Default") is not None  # created all the same

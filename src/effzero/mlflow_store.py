@@ -9,12 +9,14 @@ later run. `prepare_store` lets one process at a time do that first open.
 from __future__ import annotations
 
 import fcntl
+import logging
 import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
 LOCK_POLL_S = 0.2
+log = logging.getLogger(__name__)
 
 
 def prepare_store(tracking_uri: str, wait_s: float) -> None:
@@ -28,7 +30,7 @@ def prepare_store(tracking_uri: str, wait_s: float) -> None:
     database = Path(tracking_uri.removeprefix("sqlite:///").split("?")[0])
     lock_path = database.with_name(database.name + ".lock")
     deadline = time.monotonic() + wait_s
-    with open(lock_path, "a") as lock:
+    with open(lock_path, "a") as lock:  # closing it releases the lock
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -42,7 +44,7 @@ def prepare_store(tracking_uri: str, wait_s: float) -> None:
                         "tracking_uri=...), or logger=none"
                     ) from None
                 time.sleep(LOCK_POLL_S)
-        try:
-            MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates or migrates the tables
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            except OSError as error:  # a file system without flock (Lustre mounted without it)
+                log.warning("cannot lock %s (%s); opening the MLflow store unlocked", lock_path, error)
+                break
+        MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates or migrates the tables
