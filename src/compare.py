@@ -16,11 +16,12 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 import hydra
 from omegaconf import DictConfig
 
-from effzero.cli import check_overrides, run_or_explain
+from effzero.cli import check_overrides, register_resolvers, run_or_explain
 from effzero.compare import compare, register_schema
 from effzero.config import register_schemas
 
 register_schemas()
+register_resolvers()
 register_schema()
 
 

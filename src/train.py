@@ -16,11 +16,12 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 import hydra
 from omegaconf import DictConfig
 
-from effzero.cli import preflight, run_or_explain
+from effzero.cli import preflight, register_resolvers, run_or_explain
 from effzero.config import register_schemas
 from effzero.training import train
 
 register_schemas()
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

@@ -41,6 +41,36 @@ LOCKED_DATABASE = (
 )
 
 
+_claimed: dict[str, str] = {}
+
+
+def claim_dir(path: str) -> str:
+    """`path`, else `path_2`, `path_3`, …: the first that this process creates.
+
+    Runs started in the same second (a SLURM array, sweeps side by side) would otherwise share
+    their time-stamped run directory and overwrite each other's checkpoints. `mkdir` either
+    creates or fails, atomically, also on network file systems. Asked again (Hydra resolves the
+    run directory more than once), a process gets its own claim back.
+    """
+    if path not in _claimed:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        candidate, copy = path, 1
+        while True:
+            try:
+                os.mkdir(candidate)
+                break
+            except FileExistsError:
+                copy += 1
+                candidate = f"{path}_{copy}"
+        _claimed[path] = candidate
+    return _claimed[path]
+
+
+def register_resolvers() -> None:
+    """`${claim_dir:<path>}` for the configs' run directories."""
+    OmegaConf.register_new_resolver("claim_dir", claim_dir, replace=True)
+
+
 def is_locked_database(error: BaseException) -> bool:
     """Whether `error`, or an error it wraps (Hydra, MLflow, SQLAlchemy), is SQLite's lock timeout."""
     seen: BaseException | None = error
