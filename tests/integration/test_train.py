@@ -134,3 +134,4 @@ def test_two_process_ddp_on_cpu_keeps_a_replay_shard_per_rank(tmp_path):
     assert not torch.equal(shards[0]["replay"]["obs"], shards[1]["replay"]["obs"])
     _, runs = mlflow_runs(tmp_path)
     assert len(runs) == 1  # one MLflow run, from rank 0
+    assert len(list((tmp_path / "debug" / "runs").iterdir())) == 1  # one run directory for both ranks
