@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from effzero.analysis import curves, report, runs
 from effzero.analysis.runs import RunResult
 from effzero.config import PathsConfig
+from effzero.mlflow_store import prepare_store
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def compare(cfg: DictConfig) -> report.Table:
         )
     name = conf.name or "+".join(re.sub(r"[^A-Za-z0-9_.-]", "_", p.replace("*", "all")) for p in patterns)
     out = Path(conf.out_dir or Path(conf.paths.log_dir) / "compare" / name)
+    prepare_store(conf.tracking_uri)
     client = MlflowClient(conf.tracking_uri)
     tags = {k: v for k, v in conf.tags.items() if v is not None}
     results = runs.load(client, patterns, tags, conf.group_by)

@@ -20,7 +20,6 @@ from effzero.data.evaluate import EvalResult, evaluate
 from effzero.mlflow_store import prepare_store
 
 log = logging.getLogger(__name__)
-STORE_WAIT_S = 60.0  # for another process creating the MLflow store
 
 
 def load_run(ckpt_path: str) -> tuple[torch.nn.Module, dict, dict]:
@@ -71,7 +70,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> EvalResult:
 
 
 def _log(cfg: DictConfig, run: dict, result: EvalResult, step: int, train_run_id: str | None) -> None:
-    prepare_store(cfg.tracking_uri, wait_s=STORE_WAIT_S)
+    prepare_store(cfg.tracking_uri)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_experiment(run.get("name", "default"))
     # The training run's tags, so compare.py groups this score with its run (and its seed).

@@ -19,7 +19,7 @@ LOCK_POLL_S = 0.2
 log = logging.getLogger(__name__)
 
 
-def prepare_store(tracking_uri: str, wait_s: float) -> None:
+def prepare_store(tracking_uri: str, wait_s: float = 60.0) -> None:
     """Create (or upgrade) the store at `tracking_uri` while holding `<db>.lock`.
 
     The first process to take the lock does the work; the others then find the store ready.
