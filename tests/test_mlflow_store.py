@@ -56,3 +56,18 @@ def test_a_file_system_without_flock_opens_the_store_unlocked(tmp_path, monkeypa
     prepare_store(uri, wait_s=1)
     assert "opening the MLflow store unlocked" in caplog.text
     assert MlflowClient(uri).get_experiment_by_name("Default") is not None  # created all the same
+
+
+def test_a_store_in_a_folder_not_made_yet_is_created_there(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'new' / 'folder' / 'mlflow.db'}"  # MLflow makes the folder itself
+    prepare_store(uri, wait_s=1)
+    assert MlflowClient(uri).get_experiment_by_name("Default") is not None
+
+
+@pytest.mark.parametrize(
+    "uri", ["sqlite:///", "sqlite:///:memory:", "http://localhost:5000", "file:///tmp/x"]
+)
+def test_stores_that_are_no_sqlite_file_are_left_to_mlflow(uri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prepare_store(uri, wait_s=1)  # no lock file, no connection
+    assert list(tmp_path.iterdir()) == []

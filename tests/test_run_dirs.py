@@ -44,6 +44,11 @@ def test_a_process_asking_again_gets_its_own_claim_back(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run_2"]
 
 
+def test_a_trailing_slash_claims_the_same_directory(tmp_path):
+    (tmp_path / "run").mkdir()  # another run's
+    assert claim_dir(f"{tmp_path / 'run'}/") == str(tmp_path / "run_2")
+
+
 def test_entry_points_started_together_write_to_directories_of_their_own(tmp_path):
     # The same directory for both whatever the second they start in, as runs in one second get;
     # compare.py stops in seconds (no such experiment) after Hydra has made its run directory.

@@ -52,6 +52,7 @@ def claim_dir(path: str) -> str:
     creates or fails, atomically, also on network file systems. Asked again (Hydra resolves the
     run directory more than once), a process gets its own claim back.
     """
+    path = os.path.normpath(path)  # `runs/x/` is `runs/x`, not a folder inside it
     if path not in _claimed:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         candidate, copy = path, 1

@@ -20,17 +20,26 @@ log = logging.getLogger(__name__)
 
 
 def prepare_store(tracking_uri: str, wait_s: float = 60.0) -> None:
-    """Create (or upgrade) the store at `tracking_uri` while holding `<db>.lock`.
+    """Open the store at `tracking_uri` once, creating or upgrading it, while holding `<db>.lock`.
 
     The first process to take the lock does the work; the others then find the store ready.
-    Stores other than SQLite files (a tracking server, file stores) are left to MLflow.
+    Stores other than SQLite files (a tracking server, file stores, SQLite URIs) are left to
+    MLflow, and so is a store whose folder this process cannot write (read by compare.py, say).
     """
-    if not tracking_uri.startswith("sqlite:///") or ":memory:" in tracking_uri:
+    path = tracking_uri.removeprefix("sqlite:///").split("?")[0]
+    if not tracking_uri.startswith("sqlite:///") or path in ("", ":memory:") or path.startswith("file:"):
         return
-    database = Path(tracking_uri.removeprefix("sqlite:///").split("?")[0])
+    database = Path(path)
     lock_path = database.with_name(database.name + ".lock")
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)  # as MLflow would
+        lock = open(lock_path, "a")  # noqa: SIM115 (closing it releases the lock)
+    except OSError as error:
+        if not database.exists():
+            log.warning("cannot create %s (%s); creating the MLflow store unlocked", lock_path, error)
+        return
     deadline = time.monotonic() + wait_s
-    with open(lock_path, "a") as lock:  # closing it releases the lock
+    with lock:
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -38,7 +47,7 @@ def prepare_store(tracking_uri: str, wait_s: float = 60.0) -> None:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"another process has held {lock_path} for over {wait_s:.0f} s while creating the "
+                        f"another process has held {lock_path} for over {wait_s:.0f} s while opening the "
                         f"MLflow store {database}. Find it with `fuser {lock_path}` and end it, or give this "
                         "run its own store: logger.mlflow.tracking_uri=sqlite:///<other>.db (eval: "
                         "tracking_uri=...), or logger=none"

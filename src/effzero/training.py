@@ -135,7 +135,7 @@ def connect_loggers(
         try:
             for config in configs:
                 if str(config.get("_target_", "")).endswith("MLFlowLogger"):
-                    prepare_store(str(config.get("tracking_uri")), wait_s)
+                    prepare_store(str(config.get("tracking_uri")), max(0.0, deadline - time.monotonic()))
             return [_open_logger(c, params, resume) for c in configs]
         except Exception as error:
             if not is_locked_database(error):
