@@ -13,8 +13,6 @@ import logging
 import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 LOCK_POLL_S = 0.2
 log = logging.getLogger(__name__)
 
@@ -56,4 +54,7 @@ def prepare_store(tracking_uri: str, wait_s: float = 60.0) -> None:
             except OSError as error:  # a file system without flock (Lustre mounted without it)
                 log.warning("cannot lock %s (%s); opening the MLflow store unlocked", lock_path, error)
                 break
+        # Imported here: the bench scripts import the training module on machines without MLflow.
+        from mlflow.tracking import MlflowClient
+
         MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates or migrates the tables

@@ -58,3 +58,14 @@ def test_bench_script_prints_machine_and_figures(outputs, name):
     if name != "e2e":  # e2e's figures are the projection's own line
         return
     assert re.search(r"^projection config=cartpole full_run_updates=\d+ full_run_wall=", result.stdout, re.M)
+
+
+def test_the_component_scripts_need_no_mlflow():
+    # The GPU machines they are run on may lack MLflow (only e2e.py trains with a logger).
+    code = (
+        "import importlib, sys; sys.path[:0] = ['bench', '.']\n"
+        "for name in ('search', 'learner', 'selfplay', 'reanalyse'): importlib.import_module(name)\n"
+        "assert 'mlflow' not in sys.modules, 'mlflow was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
