@@ -21,8 +21,8 @@ def prepare_store(tracking_uri: str, wait_s: float = 60.0) -> None:
     """Open the store at `tracking_uri` once, creating or upgrading it, while holding `<db>.lock`.
 
     The first process to take the lock does the work; the others then find the store ready.
-    Stores other than SQLite files (a tracking server, file stores, SQLite URIs) are left to
-    MLflow, and so is a store whose folder this process cannot write (read by compare.py, say).
+    Stores other than SQLite files (a tracking server, file stores, SQLite `file:` URIs) are left
+    to MLflow, and so is a store whose folder this process cannot write (read by compare.py, say).
     """
     path = tracking_uri.removeprefix("sqlite:///").split("?")[0]
     if not tracking_uri.startswith("sqlite:///") or path in ("", ":memory:") or path.startswith("file:"):

@@ -134,7 +134,7 @@ def connect_loggers(
     while True:
         try:
             for config in configs:
-                if str(config.get("_target_", "")).endswith("MLFlowLogger"):
+                if _is_mlflow(config):
                     prepare_store(str(config.get("tracking_uri")), max(0.0, deadline - time.monotonic()))
             return [_open_logger(c, params, resume) for c in configs]
         except Exception as error:
@@ -151,9 +151,13 @@ def connect_loggers(
             time.sleep(min(2.0, wait_s))
 
 
+def _is_mlflow(config: Any) -> bool:
+    return str(config.get("_target_", "")).endswith("MLFlowLogger")
+
+
 def _open_logger(config: Any, params: dict[str, Any], resume: tuple[str, int] | None) -> Logger:
     """A logger with its run open: the resumed checkpoint's MLflow run, else a new one."""
-    if resume is not None and str(config.get("_target_", "")).endswith("MLFlowLogger"):
+    if resume is not None and _is_mlflow(config):
         run_id, step = resume
         logger = instantiate(config, run_id=run_id)
         try:
