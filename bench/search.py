@@ -167,7 +167,12 @@ def main() -> None:
     parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--quick", action="store_true", help="B = 16 and 64, 3 reps, 1 round, no peers")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu"], help="cpu: skip the GPU run")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: the CPU run (with the peers), then the GPU's if there is one; cpu or cuda: that one only",
+    )
     parser.add_argument(
         "--compile",
         nargs="?",
@@ -181,11 +186,25 @@ def main() -> None:
     if args.quick:
         batches, args.reps, args.rounds, args.no_peers = [16, 64], 3, 1, True
     torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
     cpu = platform.processor() or platform.machine()
     print(
         f"# machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, python {sys.version.split()[0]}, device cpu"
+        f"torch {torch.__version__}, python {sys.version.split()[0]}, device {args.device}",
+        flush=True,
     )
+    if args.device != "cuda":
+        cpu_run(args, batches)
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        print(f"# gpu: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}", flush=True)
+        Ours("cuda", batches).run(args.reps, verbose=True)
+        if args.compile:
+            Ours("cuda", batches, args.compile).run(args.reps, verbose=True)
+
+
+def cpu_run(args, batches: list[int]) -> None:
+    """Ours (and compiled) against the peers on the CPU, in interleaved rounds."""
     peers = [] if args.no_peers else [p for p in PEERS if (ROOT / PEERS[p][1]).exists()]
     for name in set(PEERS) - set(peers):
         if not args.no_peers:
@@ -212,11 +231,6 @@ def main() -> None:
                 if batch in figures[name]:
                     ratio = figures[o.name][batch] / figures[name][batch]
                     print(f"ratio {o.name}/{name} B={batch}: {ratio:.2f}")
-    if torch.cuda.is_available() and args.device == "auto":
-        print(f"# gpu: {torch.cuda.get_device_name()}")
-        Ours("cuda", batches).run(args.reps, verbose=True)
-        if args.compile:
-            Ours("cuda", batches, args.compile).run(args.reps, verbose=True)
 
 
 if __name__ == "__main__":
