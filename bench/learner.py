@@ -49,6 +49,7 @@ from common import (
     pick_device,
     run_overrides,
     sync,
+    timed,
 )
 from hydra.utils import instantiate
 from torch import Tensor
@@ -166,6 +167,18 @@ def run_round(bench: Bench, device: torch.device, args, root: str) -> tuple[floa
     return len(steps) / sum(wall), median(wall) * 1e3, median([s.cpu for s in steps]) * 1e3
 
 
+def h2d_ms(batch: dict[str, Tensor], device: torch.device, reps: int = 5) -> tuple[float, float]:
+    """Milliseconds to copy a batch to the GPU from pageable memory (what the stream hands the
+    learner: `BatchSlots.take` clones into it) and from pinned memory (non-blocking, as Lightning
+    copies): what pinning the taken batch would save per update."""
+    pinned = {k: v.pin_memory() for k, v in batch.items()}
+
+    def copy(source: dict[str, Tensor]):
+        return lambda: {k: v.to(device, non_blocking=True) for k, v in source.items()}
+
+    return tuple(median([timed(copy(b), device).wall * 1e3 for _ in range(reps)]) for b in (batch, pinned))
+
+
 def main() -> None:
     parser = bench_parser(__doc__, batch_size=True)
     parser.add_argument("--steps", type=int, default=20, help="timed updates per config and round")
@@ -218,6 +231,16 @@ def main() -> None:
         "# learner_bound_wall = full_run_updates / updates_per_s (assumes the data side keeps up); "
         "cpu_ms_per_update: this process's CPU time, all threads"
     )
+    if device.type == "cuda":  # after the figures above: they stand if this fails
+        for bench in benches:
+            batch = bench.data.batch
+            mib = sum(v.nbytes for v in batch.values()) / 2**20
+            pageable, pinned = h2d_ms(batch, device)
+            print(
+                f"h2d config={bench.name} batch_mib={mib:.1f} pageable_ms={pageable:.2f} "
+                f"pinned_ms={pinned:.2f} per_update_share={pageable / median(step_ms[bench.name]):.1%}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1
 # State-based DMC renders nothing, and the machine may lack EGL's libraries.
 export MUJOCO_GL="${MUJOCO_GL:-disable}"
+# The replay and batch slots are shared memory: a VM's /dev/shm may be too small for Atari's.
+if [ "$(df -k --output=size /dev/shm | tail -n 1)" -lt $((32 * 1024 * 1024)) ]; then
+  mount -o remount,size=48G /dev/shm || echo "# /dev/shm stays small: the Atari steps may refuse to start" >&2
+fi
+df -h --output=size,avail,target /dev/shm | tail -n 1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
 python3 -c "import torch, lightning; print('# torch', torch.__version__, 'lightning', lightning.__version__)"
 exec python3 bench/suite.py --out "${OUT:-logs/bench-suite}" "$@"

@@ -163,6 +163,10 @@ CELLS = {
         ("updates/s", "{updates_per_s} ({ms_per_update} ms)"),
         ("projected, learner-bound", "{learner_bound_wall}"),
     ],
+    "h2d": [
+        ("the batch's copy to the GPU, pageable vs pinned",
+         "{pageable_ms} vs {pinned_ms} ms ({batch_mib} MiB; {per_update_share} of an update)"),
+    ],
     "reanalyse": [
         ("samples/s, one worker", "{samples_per_s} ({s_per_batch} s/batch)"),
         ("projected, reanalysis-bound", "{reanalyse_bound_wall} (workers: {workers})"),
