@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install train test test-slow test-all lint format bench compare clean-logs
+.PHONY: help install train test test-slow test-all lint format bench device-wheels compare clean-logs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ format: $(STAMP) ## format and fix with ruff
 
 bench: $(STAMP) ## search speed against the peers (see bench/README.md)
 	$(BIN)/python bench/search.py
+
+device-wheels: $(STAMP) ## the wheels a lent GPU machine lacks, in .whl/ (bench/README.md: "For the GPU session")
+	bash bench/device_wheels.sh
 
 compare: $(STAMP) ## compare runs in MLflow: make compare ARGS="experiments=cartpole" (see README)
 	$(BIN)/python src/compare.py $(ARGS)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite on a lent GPU machine (the device tool), from the repository root:
 #
-#   here, once:       bash bench/device_wheels.sh
+#   here, once:       make device-wheels (bash bench/device_wheels.sh)
 #   the device call:  command "bash bench/on_device.sh --minutes 6", carry [".whl"], timeout_s 420
 #   a second call:    "bash bench/on_device.sh --minutes 7 --part e2e compiled"
 #
