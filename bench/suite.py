@@ -77,6 +77,8 @@ STEPS = (
     Step("search_configs_cudagraphs", "compiled", "search_configs.py",
          (*ATARI_DMC, "--bf16", *ONE_ROUND, "--compile", "reduce-overhead"), 240,
          "search at the config's model, bf16, compiled + CUDA graphs", ("--compile",)),
+    Step("learner_compiled", "compiled", "learner.py", (*ATARI_DMC, "--bf16", "--compile", *ONE_ROUND, "--steps", "10"),
+         240, "learner, bf16-mixed, compile=true", ("--compile",)),
     Step("search_configs_compiled", "compiled", "search_configs.py", (*ATARI_DMC, "--bf16", *ONE_ROUND, "--compile"),
          240, "search at the config's model, bf16, compiled (search.compile=true)", ("--compile",)),
     Step("selfplay_compiled", "compiled", "selfplay.py",
@@ -277,15 +279,15 @@ def main() -> None:
             if left < MIN_STEP_S:
                 results[step.name] = {"argv": argv[1:], "status": "skipped", "seconds": 0.0, "records": []}
                 print(f"# {step.name}: skipped ({left:.0f} s of the budget left)", flush=True)
-                continue
-            print(f"# {step.name} ...", flush=True)
-            results[step.name] = result = run_step(step, argv, min(step.cap_s, left), log)
-            print(f"# {step.name}: {result['status']} in {result['seconds']:.0f} s", flush=True)
+            else:
+                print(f"# {step.name} ...", flush=True)
+                results[step.name] = run_step(step, argv, min(step.cap_s, left), log)
+                print(
+                    f"# {step.name}: {results[step.name]['status']} in {results[step.name]['seconds']:.0f} s"
+                )
             (args.out / "suite.json").write_text(json.dumps(results, indent=1))
             (args.out / "table.md").write_text(table(results))
-    (args.out / "suite.json").write_text(json.dumps(results, indent=1))
-    (args.out / "table.md").write_text(table(results))
-    print(table(results))
+    print(table(results), flush=True)
 
 
 if __name__ == "__main__":
