@@ -191,7 +191,8 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     print(
         f"# machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, python {sys.version.split()[0]}, device {args.device}",
+        f"torch {torch.__version__}, python {sys.version.split()[0]}, "
+        f"device {'cuda' if args.device == 'cuda' else 'cpu'}",
         flush=True,
     )
     if args.device != "cuda":

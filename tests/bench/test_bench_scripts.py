@@ -45,7 +45,8 @@ def device_like_env(tmp_path_factory) -> dict[str, str]:
         (blocked / name / "__init__.py").write_text(
             f"raise ImportError('{name} is not on the GPU machines')\n"
         )
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), os.environ.get("PYTHONPATH", "")])}
+    path = [str(blocked), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
 @pytest.fixture(scope="module")
