@@ -190,6 +190,29 @@ CELLS = {
 }  # fmt: skip
 
 
+# The issue's bar for a full run on one GPU, and the rates it takes: rows beside the figures.
+TARGET_HOURS = {"atari": 2.0, "dmc": 1.0}
+TARGET_LABEL = "needed for a full run in " + ", ".join(f"{h:g} h ({c})" for c, h in TARGET_HOURS.items())
+NEEDED = {  # row -> (figure that knows the totals, rate per second of the target's time)
+    "updates/s": ("learner", lambda r: float(r["full_run_updates"])),
+    "reanalysed samples/s, all workers": (
+        "reanalyse",
+        lambda r: float(r["full_run_updates"]) * float(r["B"]),
+    ),
+    "env steps/s, all self-play workers": ("selfplay", lambda r: float(r["full_run_env_steps"])),
+}
+
+
+def needed_cells(config: str, first: dict[str, dict[str, str]]) -> dict[str, str]:
+    """What a full run of `config` must sustain to end within its target, by row."""
+    hours = TARGET_HOURS.get(config)
+    cells = {}
+    for metric, (figure, total) in NEEDED.items():
+        if hours is not None and figure in first:
+            cells[f"{TARGET_LABEL}: {metric}"] = f"{total(first[figure]) / (hours * 3600):.1f}"
+    return cells
+
+
 def cell(template: str, record: dict[str, str]) -> str:
     return re.sub(r"\{([\w/]+)\}", lambda m: record.get(m[1], "?"), template)
 
@@ -200,6 +223,7 @@ def table(results: dict[str, dict]) -> str:
     rows: list[str] = []
     configs: list[str] = []
     search_rows: dict[str, dict[str, str]] = {}  # row -> B -> cell
+    first: dict[str, dict[str, dict[str, str]]] = {}  # config -> figure -> its first record
     for step in STEPS:
         for record in results.get(step.name, {}).get("records", []):
             figure = record["figure"]
@@ -212,11 +236,17 @@ def table(results: dict[str, dict]) -> str:
             config = record.get("config", "?")
             if config not in configs:
                 configs.append(config)
+            first.setdefault(config, {}).setdefault(figure, record)
             for metric, template in CELLS.get(figure, []):
                 row = f"{step.label}: {metric}"
                 if row not in rows:
                     rows.append(row)
                 by_config[row, config] = cell(template, record)
+    for config in configs:
+        for row, value in needed_cells(config, first[config]).items():
+            if row not in rows:
+                rows.append(row)
+            by_config[row, config] = value
     lines = []
     if rows:
         lines += [f"| | {' | '.join(configs)} |", "|---" * (len(configs) + 1) + "|"]

@@ -111,6 +111,34 @@ def test_the_suite_tables_each_scripts_figures(outputs):
     )
 
 
+def test_the_suite_adds_the_rates_the_issues_targets_need():
+    # Lines as the scripts print them (the GPU steps' sizes): Atari 100k is 120k updates of
+    # 256 samples and 100k env steps, to end in 2 h; DMC walker 70k updates, 50k env steps, 1 h.
+    lines = {
+        "learner_bf16": "learner config=atari B=256 device=cuda threads=16 updates_per_s=20.00 "
+        "ms_per_update=50.0 full_run_updates=120000 learner_bound_wall=1.7 h\n"
+        "learner config=dmc B=256 device=cuda updates_per_s=40.00 full_run_updates=70000 learner_bound_wall=29.2 min",
+        "reanalyse_bf16": "reanalyse config=atari B=256 roots=1536 sims=16 samples_per_s=900.0 "
+        "full_run_updates=120000 workers=1 reanalyse_bound_wall=9.5 h",
+        "selfplay_bf16": "selfplay config=dmc envs=4 sims=32 env_steps_per_s=90.0 full_run_env_steps=50000 "
+        "workers=1 selfplay_bound_wall=9.3 min",
+    }
+    results = {
+        name: {"status": "ok", "seconds": 1.0, "records": suite.parse_figures(text)}
+        for name, text in lines.items()
+    }
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[1:]
+        for line in suite.table(results).splitlines()
+        if line.startswith("| ")
+    }
+    needed = "needed for a full run in 2 h (atari), 1 h (dmc)"
+    assert rows[f"{needed}: updates/s"][0] == "16.7"  # atari: 120000 / 7200
+    assert rows[f"{needed}: updates/s"][1] == "19.4"  # dmc: 70000 / 3600
+    assert rows[f"{needed}: reanalysed samples/s, all workers"][0] == "4266.7"
+    assert rows[f"{needed}: env steps/s, all self-play workers"][1] == "13.9"
+
+
 def test_the_suite_runs_its_steps_and_writes_what_it_measured(tmp_path, device_like_env):
     argv = [sys.executable, "bench/suite.py", "--quick", "--only", "search_configs", "search_peer_model"]
     result = subprocess.run(
