@@ -2,8 +2,8 @@
 # The benchmark suite on a lent GPU machine (the device tool), from the repository root:
 #
 #   here, once:       make device-wheels (bash bench/device_wheels.sh)
-#   the device call:  command "bash bench/on_device.sh --minutes 6", carry [".whl"], timeout_s 420
-#   a second call:    "bash bench/on_device.sh --minutes 7 --part e2e compiled"
+#   the device call:  command "bash bench/on_device.sh --minutes 5.5", carry [".whl"], timeout_s 420
+#   a second call:    "bash bench/on_device.sh --minutes 5 --only e2e_dmc search_configs_cudagraphs"
 #
 # Arguments go to bench/suite.py. The machine has torch and lightning but no package index:
 # the carried wheels are installed beside its Python, effzero runs from src/ (nothing is

@@ -1,7 +1,7 @@
 """The benchmark table in one command under a time budget: what a short GPU lease runs.
 
-    python bench/suite.py --out $OUT --minutes 6                      # a GPU: the components
-    python bench/suite.py --out $OUT --minutes 6 --part e2e compiled  # a second call: the rest
+    python bench/suite.py --out $OUT --minutes 5.5                    # a GPU: the components
+    python bench/suite.py --out $OUT --minutes 5 --part e2e compiled  # a second call: what fits
     python bench/suite.py --quick --device cpu --out /tmp/suite       # every step, small sizes
     python bench/suite.py --list                                      # the steps, in order
 
@@ -69,9 +69,9 @@ STEPS = (
     Step("search_peer_model", "components", "search.py", ("--device", "cuda", "--no-peers", *ONE_ROUND), 60,
          "search at the peers' model (bench/search.py)", ("--device", "cpu")),
     # e2e: real runs; the projection of a full run
-    Step("e2e_dmc", "e2e", "e2e.py", ("--config", "dmc", "--minutes", "2.5", "--bf16", *E2E), 200,
+    Step("e2e_dmc", "e2e", "e2e.py", ("--config", "dmc", "--minutes", "2", "--bf16", *E2E), 170,
          "end to end, bf16, 8 reanalyse workers"),
-    Step("e2e_atari", "e2e", "e2e.py", ("--config", "atari", "--minutes", "3", "--bf16", *E2E), 230,
+    Step("e2e_atari", "e2e", "e2e.py", ("--config", "atari", "--minutes", "2.5", "--bf16", *E2E), 200,
          "end to end, bf16, 8 reanalyse workers"),
     # compiled: what torch.compile and CUDA graphs buy (each compiles first: minutes)
     Step("search_configs_cudagraphs", "compiled", "search_configs.py",
@@ -281,7 +281,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=None, help="where the log, json and table go")
-    parser.add_argument("--minutes", type=float, default=6.0, help="the whole suite's budget")
+    parser.add_argument("--minutes", type=float, default=5.5, help="the whole suite's budget")
     parser.add_argument("--part", nargs="+", choices=PARTS, default=["components"])
     parser.add_argument("--only", nargs="+", default=None, help="these steps (names: --list), in order")
     parser.add_argument(
