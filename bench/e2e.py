@@ -9,7 +9,8 @@ ratio `--replay-ratio` (1 by default: one update per env step), stopped by Light
 `max_time` after `--minutes`. Changed from the config so that a short run measures what a
 long one does: no evaluation but one single-episode one at the end (capped at 20 steps), no
 checkpoints (each copies the whole replay; their cost is not in these figures), MLflow in a
-temporary directory.
+temporary directory. SIGTERM stops the run after the update in progress, and the figures
+cover the run up to there.
 
 A callback times, after the first update (before it is the startup: worker processes and
 data.start_transitions steps of self-play):
@@ -135,7 +136,9 @@ def run(args, device: torch.device) -> tuple[E2EClock, TrainConfig, str]:
         with open_dict(cfg):
             cfg.trainer.max_time = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
             cfg.callbacks = {
-                name: node for name, node in (cfg.callbacks or {}).items() if name != "model_checkpoint"
+                name: node
+                for name, node in (cfg.callbacks or {}).items()
+                if name not in ("model_checkpoint", "interrupt_checkpoint")
             }
             cfg.callbacks["e2e_clock"] = {"_target_": f"{E2EClock.__module__}.{E2EClock.__qualname__}"}
         cfg.paths.log_dir = cfg.paths.output_dir  # MLflow and runs in the temporary directory
@@ -147,7 +150,12 @@ def run(args, device: torch.device) -> tuple[E2EClock, TrainConfig, str]:
             flush=True,
         )
         with GpuMonitor(device) as gpu:
-            train(cfg)
+            try:
+                train(cfg)
+            except SystemExit as stop:  # SIGTERM (bench/suite.py at a step's time): report until then
+                if stop.code not in (0, None):
+                    raise
+                print("# e2e: stopped by a signal; the figures cover the run up to the stop", flush=True)
     return E2EClock.latest, conf, gpu.summary()
 
 

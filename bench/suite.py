@@ -35,6 +35,7 @@ from typing import TextIO
 
 BENCH = Path(__file__).resolve().parent
 MIN_STEP_S = 20.0  # a step started with less than this left would only report its startup
+GRACE_S = 15.0  # from SIGTERM to SIGKILL for a step past its time
 FIGURE = re.compile(r"^(?P<figure>[\w()-]+) (?P<rest>\w+=.*)$")
 PAIR = re.compile(r"(\w+(?:/\w+)?)=(.*?)(?=\s+\w+(?:/\w+)?=|$)")
 E2E = ["logger=none", "data.worker_device=cuda", "data.reanalyse_workers=8"]
@@ -114,8 +115,10 @@ def step_argv(step: Step, quick: bool, device: str) -> list[str]:
 def run_step(step: Step, argv: list[str], timeout_s: float, log: TextIO) -> dict:
     """Run one step, its output teed to `log`; its status, seconds and figure records.
 
-    The step runs in a process group of its own, so that a timeout kills its worker
-    processes with it (they hold the output pipe: the reader would wait for them).
+    The step runs in a process group of its own. At its time the group gets SIGTERM, which a
+    training run (e2e.py) answers by stopping after the update in progress and reporting what it
+    measured, and `GRACE_S` later SIGKILL: its worker processes hold the output pipe too, and
+    the reader would wait for them.
     """
     log.write(f"\n===== {step.name}: {' '.join(argv[1:])} (up to {timeout_s:.0f} s)\n")
     log.flush()
@@ -133,14 +136,19 @@ def run_step(step: Step, argv: list[str], timeout_s: float, log: TextIO) -> dict
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    grace = min(GRACE_S, timeout_s / 4)
     try:
-        proc.wait(timeout=timeout_s)
+        proc.wait(timeout=timeout_s - grace)
         status = "ok" if proc.returncode == 0 else "failed"
     except subprocess.TimeoutExpired:
         status = "timeout"
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the script, or workers a finished one left
+            os.killpg(proc.pid, signal.SIGKILL)  # what is left: the script, or workers it left
         proc.wait()
     reader.join(timeout=10)
     seconds = time.perf_counter() - start

@@ -187,3 +187,24 @@ def test_a_step_past_its_time_is_killed_with_the_processes_it_started(tmp_path):
     while Path(f"/proc/{pid}").exists() and time.time() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_a_step_past_its_time_reports_what_it_measured_if_it_stops_on_sigterm(tmp_path):
+    # As e2e.py does: Lightning stops the run at SIGTERM, and the script prints its figures.
+    stops = (
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        "    print('e2e config=dmc updates_per_s=3.50 startup_s=9.0', flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    step = suite.Step("stops", "e2e", "-", (), 8.0, "stops")
+    with open(tmp_path / "log", "w") as log:
+        result = suite.run_step(step, [sys.executable, "-c", stops], 8.0, log)
+    assert result["status"] == "timeout"
+    assert result["records"] == [
+        {"config": "dmc", "updates_per_s": "3.50", "startup_s": "9.0", "figure": "e2e"}
+    ]
+    assert result["seconds"] < 8.0 + 1
