@@ -154,7 +154,9 @@ def test_the_suite_runs_its_steps_and_writes_what_it_measured(tmp_path, device_l
     assert "device cpu" in steps["search_configs"]["machine"]
     table = (tmp_path / "table.md").read_text()
     assert re.search(
-        r"^\| search at the config's model.* \| [\d.]+ vs [\d.]+ ms = [\d.]+× \(4 sims\) \|$", table, re.M
+        r"^\| search at the config's model.* \| [\d.]+ vs [\d.]+ ms = [\d.]+× \(16 roots × 4 sims\) \|$",
+        table,
+        re.M,
     )
     assert "===== search_peer_model: ok (exit 0)" in (tmp_path / "suite.log").read_text()
 
