@@ -44,10 +44,13 @@ QUICK = ["data.batch_size=16", "search.num_simulations=4", "env.num_envs=2"]
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto` is CUDA when there is one, else the CPU."""
+    """`auto` is CUDA when there is one, else the CPU; a CUDA device torch cannot see ends the script."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device {name}: torch {torch.__version__} sees no CUDA device here; use --device cpu")
+    return device
 
 
 def machine_line(device: torch.device) -> str:

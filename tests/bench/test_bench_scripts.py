@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -210,3 +211,17 @@ def test_a_step_past_its_time_reports_what_it_measured_if_it_stops_on_sigterm(tm
         {"config": "dmc", "updates_per_s": "3.50", "startup_s": "9.0", "figure": "e2e"}
     ]
     assert result["seconds"] < 8.0 + 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("script", ["search_configs", "search"])
+def test_asking_for_cuda_without_one_ends_with_one_line(script):
+    result = subprocess.run(
+        [sys.executable, f"bench/{script}.py", "--device", "cuda", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "sees no CUDA device here" in result.stderr
+    assert "Traceback" not in result.stderr
