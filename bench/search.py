@@ -76,8 +76,9 @@ class Ours:
         torch.manual_seed(0)
         self.device, self.batches, self.compile_mode = device, batches, compile_mode
         self.model = BenchModel().to(device).eval()
-        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        self.autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+        on_gpu = torch.device(device).type == "cuda"
+        self.sync = (lambda: torch.cuda.synchronize(device)) if on_gpu else (lambda: None)
+        self.autocast = torch.autocast("cuda" if on_gpu else "cpu", dtype=torch.bfloat16, enabled=on_gpu)
         # one compiled function each: a new batch size recompiles it (dynamic=False)
         self.search_call, self.model_call = self._compiled(self.search), self._compiled(self.model_only)
         self.roots = {b: torch.randn(b, D, device=device) for b in batches}
@@ -170,8 +171,8 @@ def main() -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="auto: the CPU run (with the peers), then the GPU's if there is one; cpu or cuda: that one only",
+        help="auto: the CPU run (with the peers), then the GPU's if there is one; cpu, cuda or cuda:<i>: "
+        "that one only",
     )
     parser.add_argument(
         "--compile",
@@ -186,22 +187,26 @@ def main() -> None:
     if args.quick:
         batches, args.reps, args.rounds, args.no_peers = [16, 64], 3, 1, True
     torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device here")
+    gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    if args.device not in ("auto", "cpu") and not gpu:
+        parser.error(f"--device {args.device}: expected auto, cpu, cuda or cuda:<i>")
+    if gpu and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
     cpu = platform.processor() or platform.machine()
     print(
         f"# machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, python {sys.version.split()[0]}, "
-        f"device {'cuda' if args.device == 'cuda' else 'cpu'}",
+        f"device {args.device if args.device != 'auto' else 'cpu'}",
         flush=True,
     )
-    if args.device != "cuda":
+    if not args.device.startswith("cuda"):
         cpu_run(args, batches)
-    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
-        print(f"# gpu: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}", flush=True)
-        Ours("cuda", batches).run(args.reps, verbose=True)
+    if gpu:
+        device = "cuda" if args.device == "auto" else args.device
+        print(f"# gpu: {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}", flush=True)
+        Ours(device, batches).run(args.reps, verbose=True)
         if args.compile:
-            Ours("cuda", batches, args.compile).run(args.reps, verbose=True)
+            Ours(device, batches, args.compile).run(args.reps, verbose=True)
 
 
 def cpu_run(args, batches: list[int]) -> None:

@@ -1,7 +1,8 @@
 """The benchmark table in one command under a time budget: what a short GPU lease runs.
 
     python bench/suite.py --out $OUT --minutes 5.5                    # a GPU: the components
-    python bench/suite.py --out $OUT --minutes 5 --part e2e compiled  # a second call: what fits
+    python bench/suite.py --out $OUT --minutes 5 --only e2e_dmc search_configs_cudagraphs
+                                                                      # a second call: what fits
     python bench/suite.py --quick --device cpu --out /tmp/suite       # every step, small sizes
     python bench/suite.py --list                                      # the steps, in order
 
@@ -67,8 +68,8 @@ STEPS = (
          "self-play, bf16 worker", ("--bf16",)),
     Step("learner_fp32", "components", "learner.py", (*ATARI_DMC, *ONE_ROUND, "--steps", "10"), 75,
          "learner, fp32"),
-    Step("search_peer_model", "components", "search.py", ("--device", "cuda", "--no-peers", *ONE_ROUND), 60,
-         "search at the peers' model (bench/search.py)", ("--device", "cpu")),
+    Step("search_peer_model", "components", "search.py", ("--no-peers", *ONE_ROUND), 60,
+         "search at the peers' model (bench/search.py)"),
     # e2e: real runs; the projection of a full run
     Step("e2e_dmc", "e2e", "e2e.py", ("--config", "dmc", "--minutes", "2", "--bf16", *E2E), 170,
          "end to end, bf16, 8 reanalyse workers"),
@@ -86,8 +87,8 @@ STEPS = (
          (*ATARI_DMC, "--bf16", *ONE_ROUND, "--steps", "200", "search.compile=true"), 240,
          "self-play, bf16, search.compile=true", ("search.compile=true",)),
     Step("search_peer_model_cudagraphs", "compiled", "search.py",
-         ("--device", "cuda", "--no-peers", *ONE_ROUND, "--compile", "reduce-overhead"), 180,
-         "search at the peers' model, compiled + CUDA graphs", ("--device", "cpu", "--compile")),
+         ("--no-peers", *ONE_ROUND, "--compile", "reduce-overhead"), 180,
+         "search at the peers' model, compiled + CUDA graphs", ("--compile",)),
 )  # fmt: skip
 PARTS = ("components", "e2e", "compiled")
 
@@ -107,9 +108,7 @@ def parse_figures(text: str) -> list[dict[str, str]]:
 
 def step_argv(step: Step, quick: bool, device: str) -> list[str]:
     args = ["--quick", *step.quick_args] if quick else list(step.args)
-    if step.script != "search.py":  # search.py's --device is part of the step
-        args = ["--device", device, *args]
-    return [sys.executable, str(BENCH / step.script), *args]
+    return [sys.executable, str(BENCH / step.script), "--device", device, *args]
 
 
 def run_step(step: Step, argv: list[str], timeout_s: float, log: TextIO) -> dict:
@@ -227,7 +226,7 @@ def cell(template: str, record: dict[str, str]) -> str:
 
 def table(results: dict[str, dict]) -> str:
     """Markdown: one table of the config figures (a column per config), one of bench/search.py's."""
-    by_config: dict[tuple[str, str], dict[str, str]] = {}  # (row, config) -> cell
+    by_config: dict[tuple[str, str], str] = {}  # (row, config) -> cell
     rows: list[str] = []
     configs: list[str] = []
     search_rows: dict[str, dict[str, str]] = {}  # row -> B -> cell
@@ -319,10 +318,8 @@ def main() -> None:
                 print(f"# {step.name}: skipped ({left:.0f} s of the budget left)", flush=True)
             else:
                 print(f"# {step.name} ...", flush=True)
-                results[step.name] = run_step(step, argv, min(step.cap_s, left), log)
-                print(
-                    f"# {step.name}: {results[step.name]['status']} in {results[step.name]['seconds']:.0f} s"
-                )
+                result = results[step.name] = run_step(step, argv, min(step.cap_s, left), log)
+                print(f"# {step.name}: {result['status']} in {result['seconds']:.0f} s", flush=True)
             (args.out / "suite.json").write_text(json.dumps(results, indent=1))
             (args.out / "table.md").write_text(table(results))
     print(table(results), flush=True)
