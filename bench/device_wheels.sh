@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The packages a lent GPU machine lacks, as wheels for its Python, in .whl/ (git-ignored).
 #
-#   bash bench/device_wheels.sh          # here, once: ~42 MiB; then carry .whl to the machine
+#   bash bench/device_wheels.sh          # here, once: ~40 MiB; then carry .whl to the machine
 #
 # The device tool's machines have torch, lightning, numpy, scipy, opencv and the other common
 # packages (/work/.library/device/KINDS.md) but not Hydra, gymnasium, ale-py or dm-control, and
